@@ -1,0 +1,194 @@
+"""Configuration from the environment, validated once at start.
+
+Everything is read from environment variables (``VMEVENTS_*``, ``KAFKA_*``, ``SCHEMA_REGISTRY_*``)
+because that is how a Kubernetes Deployment configures a container. Any ``KAFKA_<NAME>`` variable
+is passed to librdkafka as ``<name>`` with ``_`` turned into ``.`` (``KAFKA_SASL_MECHANISM`` ->
+``sasl.mechanism``), which covers SASL and SSL without a setting per option. A bad value raises
+:class:`~consumer.errors.ConfigError` with one line that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from consumer.errors import ConfigError
+
+Guarantee = Literal["exactly_once", "at_least_once"]
+
+DEFAULT_SCHEMA_DIR = Path(__file__).resolve().parent.parent / "avro"
+
+# librdkafka settings the stages own; a pass-through variable must not silently override them.
+_RESERVED_KAFKA = frozenset({
+    "bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store",
+    "isolation.level", "transactional.id", "enable.idempotence",
+})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings of one process. Defaults are what a local run and most clusters want."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_extra: Mapping[str, str] = field(default_factory=dict)
+    schema_registry_url: str | None = None
+    schema_registry_auth: str | None = None
+    schema_dir: Path = DEFAULT_SCHEMA_DIR
+    raw_topics: tuple[str, ...] = ("vm.events.raw",)
+    normalized_topic: str = "vm.events.normalized"
+    dlq_topic: str = "vm.events.dlq"
+    changelog_topic: str = "vmevents.correlate-changelog"
+    outcome_topic_prefix: str = ""
+    outcome_single_topic: str = ""
+    normalize_group: str = "vmevents-normalize"
+    correlate_group: str = "vmevents-correlate"
+    guarantee: Guarantee = "exactly_once"
+    transactional_id: str | None = None
+    batch_size: int = 2000
+    batch_timeout_ms: int = 100
+    transaction_timeout_ms: int = 60_000
+    default_timezone: str = "Asia/Shanghai"
+    max_message_bytes: int = 1_048_576
+    metrics_port: int = 8080
+    metrics_host: str = "0.0.0.0"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "info"
+    correlate_timeouts: str = ""
+    correlate_max_pending: int = 100_000
+    create_topics: bool = True
+    topic_partitions: int = 6
+    topic_replication_factor: int = 1
+
+    def transactional_id_for(self, group: str) -> str:
+        """A stable id per process: the pod name in Kubernetes, so a restart fences its zombie."""
+        return self.transactional_id or f"{group}-{socket.gethostname()}"
+
+    def kafka_common(self) -> dict[str, str | int | bool]:
+        conf: dict[str, str | int | bool] = {"bootstrap.servers": self.bootstrap_servers}
+        conf.update(self.kafka_extra)
+        return conf
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0,
+         maximum: int | None = None) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ConfigError(f"{name}={value} must be {bound}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} must be true or false")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower() or default
+    if raw not in choices:
+        raise ConfigError(f"{name}={raw!r} must be one of {', '.join(choices)}")
+    return raw
+
+
+def _topic(env: Mapping[str, str], name: str, default: str, *, allow_empty: bool = False) -> str:
+    raw = env.get(name, default).strip()
+    if raw == "" and allow_empty:
+        return raw
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+    if not raw or len(raw) > 249 or not set(raw) <= allowed or raw in (".", ".."):
+        raise ConfigError(f"{name}={raw!r} is not a valid Kafka topic name")
+    return raw
+
+
+def kafka_passthrough(env: Mapping[str, str]) -> dict[str, str]:
+    """``KAFKA_SASL_MECHANISM=PLAIN`` -> ``{"sasl.mechanism": "PLAIN"}``."""
+    extra: dict[str, str] = {}
+    for name, value in env.items():
+        if not name.startswith("KAFKA_") or name == "KAFKA_BOOTSTRAP_SERVERS":
+            continue
+        prop = name[len("KAFKA_"):].lower().replace("_", ".")
+        if prop in _RESERVED_KAFKA:
+            raise ConfigError(f"{name} is managed by vmevents and cannot be overridden")
+        extra[prop] = value
+    return extra
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate settings; raises ConfigError naming the first bad variable."""
+    env = os.environ if env is None else env
+    raw_topics = tuple(
+        t.strip() for t in env.get("VMEVENTS_RAW_TOPICS", "vm.events.raw").split(",") if t.strip()
+    )
+    if not raw_topics:
+        raise ConfigError("VMEVENTS_RAW_TOPICS must name at least one topic")
+    for t in raw_topics:
+        _topic({"VMEVENTS_RAW_TOPICS": t}, "VMEVENTS_RAW_TOPICS", t)
+    tz = env.get("VMEVENTS_DEFAULT_TIMEZONE", "Asia/Shanghai")
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"VMEVENTS_DEFAULT_TIMEZONE={tz!r} is not a known time zone") from None
+    registry = env.get("SCHEMA_REGISTRY_URL", "").strip() or None
+    if registry and not registry.startswith(("http://", "https://")):
+        raise ConfigError(f"SCHEMA_REGISTRY_URL={registry!r} must start with http:// or https://")
+    bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092").strip()
+    for hostport in bootstrap.split(","):
+        host, _, port = hostport.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap!r}: expected host:port[,host:port]")
+    schema_dir = Path(env.get("VMEVENTS_SCHEMA_DIR", str(DEFAULT_SCHEMA_DIR)))
+    if not (schema_dir / "InstanceEvent.avsc").is_file():
+        raise ConfigError(f"VMEVENTS_SCHEMA_DIR={str(schema_dir)!r} holds no InstanceEvent.avsc")
+    guarantee = _choice(env, "VMEVENTS_PROCESSING_GUARANTEE", "exactly_once",
+                        ("exactly_once", "at_least_once"))
+    log_format = _choice(env, "VMEVENTS_LOG_FORMAT", "auto", ("auto", "json", "console"))
+    log_level = _choice(env, "VMEVENTS_LOG_LEVEL", "info",
+                        ("debug", "info", "warning", "error", "critical"))
+    return Settings(
+        bootstrap_servers=bootstrap,
+        kafka_extra=kafka_passthrough(env),
+        schema_registry_url=registry,
+        schema_registry_auth=env.get("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO") or None,
+        schema_dir=schema_dir,
+        raw_topics=raw_topics,
+        normalized_topic=_topic(env, "VMEVENTS_NORMALIZED_TOPIC", "vm.events.normalized"),
+        dlq_topic=_topic(env, "VMEVENTS_DLQ_TOPIC", "vm.events.dlq"),
+        changelog_topic=_topic(env, "VMEVENTS_CHANGELOG_TOPIC", "vmevents.correlate-changelog"),
+        outcome_topic_prefix=_topic(env, "VMEVENTS_OUTCOME_TOPIC_PREFIX", "", allow_empty=True),
+        outcome_single_topic=_topic(env, "VMEVENTS_OUTCOME_SINGLE_TOPIC", "", allow_empty=True),
+        normalize_group=env.get("VMEVENTS_NORMALIZE_GROUP", "vmevents-normalize"),
+        correlate_group=env.get("VMEVENTS_CORRELATE_GROUP", "vmevents-correlate"),
+        guarantee="exactly_once" if guarantee == "exactly_once" else "at_least_once",
+        transactional_id=env.get("VMEVENTS_TRANSACTIONAL_ID") or None,
+        batch_size=_int(env, "VMEVENTS_BATCH_SIZE", 2000, minimum=1, maximum=1_000_000),
+        batch_timeout_ms=_int(env, "VMEVENTS_BATCH_TIMEOUT_MS", 100, minimum=1),
+        transaction_timeout_ms=_int(env, "VMEVENTS_TRANSACTION_TIMEOUT_MS", 60_000, minimum=1000),
+        default_timezone=tz,
+        max_message_bytes=_int(env, "VMEVENTS_MAX_MESSAGE_BYTES", 1_048_576, minimum=1024),
+        metrics_port=_int(env, "VMEVENTS_METRICS_PORT", 8080, minimum=0, maximum=65535),
+        metrics_host=env.get("VMEVENTS_METRICS_HOST", "0.0.0.0"),
+        log_format="json" if log_format == "json" else "console" if log_format == "console" else "auto",
+        log_level=log_level,
+        correlate_timeouts=env.get("VMEVENTS_CORRELATE_TIMEOUTS", ""),
+        correlate_max_pending=_int(env, "VMEVENTS_CORRELATE_MAX_PENDING", 100_000, minimum=1),
+        create_topics=_bool(env, "VMEVENTS_CREATE_TOPICS", True),
+        topic_partitions=_int(env, "VMEVENTS_TOPIC_PARTITIONS", 6, minimum=1),
+        topic_replication_factor=_int(env, "VMEVENTS_TOPIC_REPLICATION_FACTOR", 1, minimum=1),
+    )

@@ -1,0 +1,54 @@
+"""Named exceptions under one root, so callers can catch precisely and the DLQ can say why."""
+
+from __future__ import annotations
+
+
+class VmeventsError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(VmeventsError):
+    """Bad configuration: the process stops at start with this message on one line."""
+
+
+class RejectedEvent(VmeventsError):
+    """A raw record that cannot be normalized; it goes to the DLQ with ``reason``."""
+
+    reason: str = "invalid_event"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class MalformedJson(RejectedEvent):
+    reason = "malformed_json"
+
+
+class NotAnObject(RejectedEvent):
+    reason = "not_an_object"
+
+
+class UnknownVendor(RejectedEvent):
+    reason = "unknown_vendor"
+
+
+class InvalidEvent(RejectedEvent):
+    reason = "invalid_event"
+
+
+class PayloadTooLarge(RejectedEvent):
+    reason = "too_large"
+
+
+class KafkaRuntimeError(VmeventsError):
+    """A Kafka error seen by the runtime, with librdkafka's code and whether a retry can help."""
+
+    def __init__(self, message: str, *, code: int | None = None, retriable: bool = False,
+                 fatal: bool = False, txn_requires_abort: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retriable = retriable
+        self.fatal = fatal
+        self.txn_requires_abort = txn_requires_abort

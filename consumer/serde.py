@@ -1,0 +1,137 @@
+"""Avro wire formats: Confluent framing through a Schema Registry, or single-object encoding.
+
+Schemas are read from ``avro/`` and parsed once. Writers use the schemas as shipped, so a reader
+that knows only the ``.avsc`` files (Python, Java or Go) decodes every record. Our own readers
+parse a copy with logical types removed: ``timestamp-millis`` then stays the ``int`` the core works
+with instead of a ``datetime`` that would have to be converted back on the hot path.
+
+- Single-object encoding (Avro specification): ``C3 01`` + the schema's CRC-64-AVRO fingerprint
+  (8 bytes, little-endian) + the Avro binary body.
+- Confluent framing: ``00`` + the registry's schema id (4 bytes, big-endian) + the body.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from consumer.errors import VmeventsError
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = b"\x00"
+
+
+class SerdeError(VmeventsError):
+    """A record could not be decoded (unknown schema, wrong framing, truncated body)."""
+
+
+def _strip_logical(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _strip_logical(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [_strip_logical(s) for s in schema]
+    return schema
+
+
+@dataclass(frozen=True)
+class AvroSchema:
+    """One .avsc, parsed once for writing and once (without logical types) for reading."""
+
+    name: str
+    raw: dict[str, Any]
+    canonical: str
+    fingerprint: bytes
+    writer: Any
+    reader: Any
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> AvroSchema:
+        canonical = to_parsing_canonical_form(raw)
+        return cls(
+            name=raw["name"],
+            raw=raw,
+            canonical=canonical,
+            fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")),
+            writer=fastavro.parse_schema(raw),
+            reader=fastavro.parse_schema(_strip_logical(raw)),
+        )
+
+
+def load_schemas(schema_dir: Path) -> dict[str, AvroSchema]:
+    """Every ``*.avsc`` in the folder, by record name (``InstanceEvent``, ...)."""
+    schemas: dict[str, AvroSchema] = {}
+    for path in sorted(schema_dir.glob("*.avsc")):
+        schema = AvroSchema.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        schemas[schema.name] = schema
+    return schemas
+
+
+Encoder = Callable[[Mapping[str, Any]], bytes]
+
+
+def _body_writer(schema: AvroSchema, header: bytes) -> Encoder:
+    parsed = schema.writer
+    write = fastavro.schemaless_writer
+    buf = io.BytesIO()
+
+    def encode(record: Mapping[str, Any]) -> bytes:
+        buf.seek(0)
+        buf.truncate()
+        buf.write(header)
+        write(buf, parsed, record)
+        return buf.getvalue()
+
+    return encode
+
+
+def single_object_encoder(schema: AvroSchema) -> Encoder:
+    return _body_writer(schema, SINGLE_OBJECT_MAGIC + schema.fingerprint)
+
+
+def confluent_encoder(schema: AvroSchema, schema_id: int) -> Encoder:
+    return _body_writer(schema, CONFLUENT_MAGIC + struct.pack(">I", schema_id))
+
+
+class Decoder:
+    """Decodes both framings into dicts with timestamps as epoch-ms ints.
+
+    Single-object records are matched by fingerprint against the shipped schemas. Confluent
+    records need ``fetch_schema(schema_id) -> schema dict`` (a registry lookup), cached per id.
+    """
+
+    def __init__(self, schemas: Mapping[str, AvroSchema],
+                 fetch_schema: Callable[[int], dict[str, Any]] | None = None) -> None:
+        self._by_fingerprint = {s.fingerprint: s for s in schemas.values()}
+        self._by_id: dict[int, Any] = {}
+        self._fetch = fetch_schema
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        if data[:2] == SINGLE_OBJECT_MAGIC and len(data) >= 10:
+            schema = self._by_fingerprint.get(data[2:10])
+            if schema is None:
+                raise SerdeError(f"unknown schema fingerprint {data[2:10].hex()}")
+            parsed, offset = schema.reader, 10
+        elif data[:1] == CONFLUENT_MAGIC and len(data) >= 5:
+            schema_id = struct.unpack(">I", data[1:5])[0]
+            parsed = self._by_id.get(schema_id)
+            if parsed is None:
+                if self._fetch is None:
+                    raise SerdeError(f"schema id {schema_id} needs a Schema Registry")
+                parsed = fastavro.parse_schema(_strip_logical(self._fetch(schema_id)))
+                self._by_id[schema_id] = parsed
+            offset = 5
+        else:
+            raise SerdeError("value is neither Avro single-object nor Confluent framed")
+        try:
+            record: dict[str, Any] = fastavro.schemaless_reader(io.BytesIO(data[offset:]), parsed, None)
+        except (EOFError, ValueError, IndexError, TypeError, UnicodeDecodeError) as exc:
+            raise SerdeError(f"corrupt Avro body: {exc}") from exc
+        return record
