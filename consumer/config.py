@@ -68,8 +68,8 @@ class Settings:
         """A stable id per process: the pod name in Kubernetes, so a restart fences its zombie."""
         return self.transactional_id or f"{group}-{socket.gethostname()}"
 
-    def kafka_common(self) -> dict[str, str | int | bool]:
-        conf: dict[str, str | int | bool] = {"bootstrap.servers": self.bootstrap_servers}
+    def kafka_common(self) -> dict[str, str | int | float | bool]:
+        conf: dict[str, str | int | float | bool] = {"bootstrap.servers": self.bootstrap_servers}
         conf.update(self.kafka_extra)
         return conf
 

@@ -131,7 +131,9 @@ class Decoder:
         else:
             raise SerdeError("value is neither Avro single-object nor Confluent framed")
         try:
-            record: dict[str, Any] = fastavro.schemaless_reader(io.BytesIO(data[offset:]), parsed, None)
+            record = fastavro.schemaless_reader(io.BytesIO(data[offset:]), parsed, None)
         except (EOFError, ValueError, IndexError, TypeError, UnicodeDecodeError) as exc:
             raise SerdeError(f"corrupt Avro body: {exc}") from exc
+        if not isinstance(record, dict):
+            raise SerdeError("Avro body is not a record")
         return record

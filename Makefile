@@ -1,0 +1,57 @@
+# vmevents: every target sets up what it needs (virtualenv, dependencies, broker).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+STACK_DIR ?= .stack
+STACK := $(PY) deploy/local/stack.py
+PYTEST_ARGS ?=
+
+.PHONY: all venv run test unit integration lint typecheck bench deploy-check stack-up stack-down clean
+
+all: lint test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,deploy]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## run: a local broker, the seed documents' events replayed, both stages consuming, metrics up.
+run: $(STAMP)
+	@bash deploy/local/run.sh
+
+## test: unit, property and integration tests (the fixture starts Kafka + registry itself).
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: $(STAMP)
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check consumer tests deploy
+	$(VENV)/bin/mypy
+
+typecheck: lint
+
+## bench: events/s of each stage on a real broker, beside the broker's raw consume+produce rate.
+bench: $(STAMP)
+	$(PY) -m consumer.bench $(BENCH_ARGS)
+
+deploy-check: $(STAMP)
+	PYTHON=$(PY) bash deploy/check/run.sh
+
+stack-up: $(STAMP)
+	$(STACK) up --registry --state-dir $(STACK_DIR)
+
+stack-down:
+	-$(STACK) down --state-dir $(STACK_DIR)
+
+clean: stack-down
+	rm -rf $(VENV) $(STACK_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis

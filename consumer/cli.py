@@ -1,0 +1,172 @@
+"""``vmevents``: run the stages, or use the pure core offline on files of vendor events."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+from consumer import __version__
+from consumer.config import Settings, load_settings
+from consumer.errors import ConfigError, KafkaRuntimeError, RejectedEvent
+from consumer.jsonout import timestamp_fields, to_json_line
+from consumer.logs import configure
+from consumer.normalize import Normalizer
+from consumer.progress import Progress
+from consumer.serde import load_schemas
+
+STAGES = ("normalize", "correlate")
+
+
+@contextmanager
+def _open_input(path: str) -> Iterator[BinaryIO]:
+    if path == "-":
+        yield sys.stdin.buffer
+    else:
+        try:
+            with open(path, "rb") as f:
+                yield f
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def cmd_normalize(args: argparse.Namespace, settings: Settings) -> int:
+    """Raw vendor events (JSON lines) -> normalized records (JSON lines); rejects on stderr."""
+    normalizer = Normalizer(default_timezone=settings.default_timezone,
+                            max_bytes=settings.max_message_bytes)
+    ts = timestamp_fields(load_schemas(settings.schema_dir)["InstanceEvent"].raw)
+    out = sys.stdout.buffer
+    bad = 0
+    with _open_input(args.file) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                event = normalizer.normalize(line)
+            except RejectedEvent as exc:
+                bad += 1
+                sys.stderr.buffer.write(orjson.dumps(
+                    {"line": lineno, "reason": exc.reason, "error": str(exc)}) + b"\n")
+                continue
+            out.write(to_json_line(event, ts))
+    out.flush()
+    return 1 if bad and args.strict else 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    """Produce a file of raw vendor events to the raw topic, one record per line."""
+    from confluent_kafka import Producer
+
+    from consumer.runtime.clients import check_reachable, ensure_topics
+
+    topic = args.topic or settings.raw_topics[0]
+    check_reachable(settings)
+    if settings.create_topics:
+        ensure_topics(settings, {topic: {}})
+    lines = [ln.rstrip(b"\n") for ln in Path(args.file).read_bytes().splitlines() if ln.strip()]
+    producer = Producer({**settings.kafka_common(), "linger.ms": 20, "enable.idempotence": True})
+    progress = Progress(f"replay -> {topic}", total=len(lines) * args.repeat)
+    for _ in range(args.repeat):
+        for line in lines:
+            while True:
+                try:
+                    producer.produce(topic, line)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+            progress.advance()
+        producer.poll(0)
+    left = producer.flush(60)
+    progress.close()
+    if left:
+        print(f"vmevents: {left} records not delivered to {topic}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer.app import LOOPS, run_stage
+
+    if args.stage:
+        if args.stage not in LOOPS:
+            raise ConfigError(f"stage {args.stage!r} is not available")
+        run_stage(args.stage, settings)
+        return 0
+    return _run_all([s for s in STAGES if s in LOOPS], settings)
+
+
+def _run_all(stages: Sequence[str], settings: Settings) -> int:
+    """Each stage in its own process (one registry, one port each), stopped together."""
+    children = []
+    for i, stage in enumerate(stages):
+        env = {**os.environ, "VMEVENTS_METRICS_PORT": str(settings.metrics_port + i)}
+        children.append(subprocess.Popen(
+            [sys.executable, "-m", "consumer.cli", "run", "--stage", stage], env=env))
+
+    def forward(signum: int, frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    while children:
+        for child in list(children):
+            rc = child.poll()
+            if rc is None:
+                continue
+            children.remove(child)
+            if rc != 0:
+                code = rc
+                forward(signal.SIGTERM, None)  # one stage died: stop the others too
+        time.sleep(0.2)
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vmevents", description=__doc__)
+    p.add_argument("--version", action="version", version=f"vmevents {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the stages against Kafka (both by default)")
+    run.add_argument("--stage", choices=STAGES, help="run one stage only (how Kubernetes runs it)")
+    run.set_defaults(func=cmd_run)
+    norm = sub.add_parser("normalize", help="normalize raw vendor events offline (JSON lines)")
+    norm.add_argument("file", nargs="?", default="-", help="input file, '-' for stdin")
+    norm.add_argument("--strict", action="store_true", help="exit 1 when any line was rejected")
+    norm.set_defaults(func=cmd_normalize)
+    rep = sub.add_parser("replay", help="produce a file of raw vendor events to the raw topic")
+    rep.add_argument("file")
+    rep.add_argument("--topic", help="default: the first of VMEVENTS_RAW_TOPICS")
+    rep.add_argument("--repeat", type=int, default=1, help="send the file this many times")
+    rep.set_defaults(func=cmd_replay)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        configure(settings.log_format, settings.log_level)
+        return int(args.func(args, settings))
+    except ConfigError as exc:
+        print(f"vmevents: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KafkaRuntimeError as exc:
+        print(f"vmevents: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

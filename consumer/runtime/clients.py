@@ -1,0 +1,146 @@
+"""Client configuration, topic creation and the registry: everything that knows librdkafka names."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import structlog
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from consumer.config import Settings
+from consumer.errors import KafkaRuntimeError
+from consumer.serde import AvroSchema, Encoder, confluent_encoder, single_object_encoder
+
+log = structlog.get_logger(__name__)
+
+
+def wrap(exc: KafkaException, what: str) -> KafkaRuntimeError:
+    """Turn a KafkaException into ours so callers see ``code``, ``retriable`` and ``fatal``."""
+    err = exc.args[0] if exc.args else None
+    if isinstance(err, KafkaError):
+        return KafkaRuntimeError(
+            f"{what}: {err.str()}", code=err.code(), retriable=err.retriable(),
+            fatal=err.fatal(), txn_requires_abort=err.txn_requires_abort())
+    return KafkaRuntimeError(f"{what}: {exc}")
+
+
+def consumer_conf(settings: Settings, group: str, **extra: Any) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        **settings.kafka_common(),
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        # Inputs come from transactional producers (ours or a bridge's): never read aborted data.
+        "isolation.level": "read_committed",
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+        "max.poll.interval.ms": max(300_000, settings.transaction_timeout_ms * 2),
+        "fetch.min.bytes": 1,
+        "fetch.wait.max.ms": 100,
+        "queued.min.messages": 20_000,
+        "statistics.interval.ms": 15_000,
+    }
+    conf.update(extra)
+    return conf
+
+
+def producer_conf(settings: Settings, transactional_id: str | None, **extra: Any) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        **settings.kafka_common(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "batch.size": 1_000_000,
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+        "message.max.bytes": max(1_000_000, settings.max_message_bytes + 65_536),
+        "compression.type": "lz4",
+        "delivery.report.only.error": True,
+    }
+    if transactional_id:
+        conf["transactional.id"] = transactional_id
+        conf["transaction.timeout.ms"] = settings.transaction_timeout_ms
+    for key in ("statistics.interval.ms",):
+        conf.pop(key, None)
+    conf.update(extra)
+    return conf
+
+
+def ensure_topics(settings: Settings, topics: Mapping[str, Mapping[str, str]],
+                  partitions: int | None = None) -> None:
+    """Create missing topics (name -> topic configs); existing ones are left as they are."""
+    admin = AdminClient(settings.kafka_common())
+    try:
+        existing = set(admin.list_topics(timeout=15).topics)
+    except KafkaException as exc:
+        raise wrap(exc, f"cannot reach Kafka at {settings.bootstrap_servers}") from None
+    new = [
+        NewTopic(name, num_partitions=partitions or settings.topic_partitions,
+                 replication_factor=settings.topic_replication_factor, config=dict(cfg))
+        for name, cfg in topics.items() if name not in existing
+    ]
+    if not new:
+        return
+    for name, future in admin.create_topics(new, operation_timeout=30).items():
+        try:
+            future.result()
+            log.info("topic created", topic=name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise wrap(exc, f"cannot create topic {name}") from None
+
+
+def check_reachable(settings: Settings, timeout: float = 10.0) -> None:
+    """Fail at start with one line when no broker answers, instead of retrying forever."""
+    admin = AdminClient({**settings.kafka_common(), "socket.connection.setup.timeout.ms": 5000})
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise wrap(exc, f"no Kafka broker answers at {settings.bootstrap_servers}") from None
+
+
+def value_encoder(settings: Settings, schema: AvroSchema, topic: str) -> Encoder:
+    """Confluent framing when a registry is configured (schema registered once), else single-object."""
+    if not settings.schema_registry_url:
+        return single_object_encoder(schema)
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+    client = SchemaRegistryClient(registry_conf(settings))
+    subject = f"{topic}-value"
+    try:
+        schema_id = client.register_schema(subject, Schema(json.dumps(schema.raw), "AVRO"))
+    except Exception as exc:  # the registry client raises several unrelated types
+        raise KafkaRuntimeError(
+            f"cannot register {schema.name} under {subject} at {settings.schema_registry_url}: {exc}"
+        ) from None
+    log.info("schema registered", subject=subject, schema_id=schema_id)
+    return confluent_encoder(schema, schema_id)
+
+
+def registry_conf(settings: Settings) -> dict[str, str]:
+    conf = {"url": settings.schema_registry_url or ""}
+    if settings.schema_registry_auth:
+        conf["basic.auth.user.info"] = settings.schema_registry_auth
+    return conf
+
+
+def registry_fetcher(settings: Settings) -> Any:
+    """``schema_id -> schema dict`` for :class:`consumer.serde.Decoder`, or None without a registry."""
+    if not settings.schema_registry_url:
+        return None
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    client = SchemaRegistryClient(registry_conf(settings))
+
+    def fetch(schema_id: int) -> dict[str, Any]:
+        return dict(json.loads(client.get_schema(schema_id).schema_str or "{}"))
+
+    return fetch
+
+
+def topic_names(topics: Iterable[str]) -> str:
+    return ",".join(sorted(topics))

@@ -1,0 +1,102 @@
+"""Stage ``normalize``: raw vendor JSON in, InstanceEvent (keyed by instance) or DLQ out."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import structlog
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from consumer.errors import RejectedEvent
+from consumer.metrics import Metrics
+from consumer.model import event_key
+from consumer.normalize import Normalizer
+from consumer.runtime.loop import Emit, Headers
+from consumer.serde import Encoder
+
+log = structlog.get_logger(__name__)
+
+STAGE = "normalize"
+
+
+def dlq_headers(exc: Exception, reason: str, msg: Message) -> Headers:
+    """Why and where from, as ``vmevents.dlq.*`` headers (see avro/DeadLetter.md)."""
+    _, ts = msg.timestamp()
+    return [
+        ("vmevents.dlq.reason", reason.encode()),
+        ("vmevents.dlq.error", str(exc)[:1024].encode("utf-8", "replace")),
+        ("vmevents.dlq.exception", type(exc).__name__.encode()),
+        ("vmevents.dlq.stage", STAGE.encode()),
+        ("vmevents.dlq.source.topic", (msg.topic() or "").encode()),
+        ("vmevents.dlq.source.partition", str(msg.partition()).encode()),
+        ("vmevents.dlq.source.offset", str(msg.offset()).encode()),
+        ("vmevents.dlq.source.timestamp", str(ts).encode()),
+    ]
+
+
+class NormalizeProcessor:
+    """Pure normalizer plus Avro encoding; stateless, so rebalances and aborts need no work."""
+
+    stage = STAGE
+
+    def __init__(self, normalizer: Normalizer, encode: Encoder, normalized_topic: str,
+                 dlq_topic: str, metrics: Metrics) -> None:
+        self.normalizer = normalizer
+        self.encode = encode
+        self.normalized_topic = normalized_topic
+        self.dlq_topic = dlq_topic
+        self.metrics = metrics
+
+    def on_assign(self, consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
+        return
+
+    def on_revoke(self, partitions: Sequence[TopicPartition]) -> None:
+        return
+
+    def on_abort(self, consumer: Consumer) -> None:
+        return
+
+    def tick(self, emit: Emit) -> None:
+        return
+
+    def process(self, messages: Sequence[Message], emit: Emit) -> None:
+        normalize = self.normalizer.normalize
+        encode = self.encode
+        out_topic = self.normalized_topic
+        counts: Counter[tuple[str, str, str]] = Counter()
+        unknown: Counter[str] = Counter()
+        rejected: Counter[str] = Counter()
+        for msg in messages:
+            raw = msg.value() or b""
+            try:
+                event = normalize(raw)
+            except RejectedEvent as exc:
+                rejected[exc.reason] += 1
+                emit(self.dlq_topic, msg.key(), msg.value(), dlq_headers(exc, exc.reason, msg))
+                log.debug("rejected", reason=exc.reason, error=str(exc), topic=msg.topic(),
+                          partition=msg.partition(), offset=msg.offset())
+                continue
+            event["source"] = {"topic": msg.topic(), "partition": msg.partition(),
+                               "offset": msg.offset()}
+            try:
+                value = encode(event)
+            except (ValueError, TypeError, OverflowError) as exc:  # an adapter bug, not the input's
+                rejected["encoding"] += 1
+                emit(self.dlq_topic, msg.key(), msg.value(), dlq_headers(exc, "encoding", msg))
+                log.error("encoding failed", error=str(exc), topic=msg.topic(),
+                          partition=msg.partition(), offset=msg.offset())
+                continue
+            emit(out_topic, event_key(event).encode(), value, None)
+            if event["known"]:
+                counts[(event["vendor"], event["operation"], event["phase"] or "none")] += 1
+            else:  # unknown codes share one label value so label cardinality stays bounded
+                counts[(event["vendor"], "unknown", event["phase"] or "none")] += 1
+                unknown[event["vendor"]] += 1
+        m = self.metrics
+        for (vendor, operation, phase), n in counts.items():
+            m.events.labels(STAGE, vendor, operation, phase).inc(n)
+        for vendor, n in unknown.items():
+            m.unknown_codes.labels(vendor).inc(n)
+        for reason, n in rejected.items():
+            m.dlq.labels(reason).inc(n)

@@ -1,0 +1,107 @@
+"""Synthetic raw vendor events in the seed documents' formats, with their ground truth.
+
+Used by the benchmark and the integration tests: each generated operation is a pair of raw
+notifications (start, end) whose duration is known here, independently of the correlator.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+
+import orjson
+
+SHANGHAI = timezone(timedelta(hours=8))
+JD_PAIRED = ("SystemFailure.Reboot", "SystemFailure.Delete", "InstanceExpiration.Stop",
+             "AccountArrearage.Delete", "CreateImage")
+ALIYUN_PAIRED = ("SystemFailure.Reboot", "InstanceFailure.Reboot", "SystemMaintenance.Reboot",
+                 "SystemFailure.Redeploy")
+JD_REGIONS = ("cn-north-1", "cn-east-1", "cn-south-1")
+ALIYUN_REGIONS = ("cn-hangzhou", "cn-beijing", "cn-shanghai")
+
+
+@dataclass(frozen=True)
+class Operation:
+    """Ground truth of one generated operation."""
+
+    vendor: str
+    instance_id: str
+    code: str
+    started_ms: int
+    duration_ms: int
+    raw: tuple[bytes, bytes]
+
+
+def _jd(code: str, state: str, instance: str, when: datetime, region: str, seq: int) -> bytes:
+    local = when.astimezone(SHANGHAI)
+    return orjson.dumps({
+        "detail": {"eventAction": code, "eventState": state,
+                   "eventTime": local.strftime("%Y-%m-%d %H:%M:%S"), "instanceId": instance},
+        "detailType": "StatusNotification", "id": f"jd-{seq:012d}", "pin": "devops",
+        "region": region, "resources": [instance], "source": "jcloud.vm",
+        "time": local.strftime("%Y-%m-%dT%H:%M:%S+0800"), "version": "",
+    })
+
+
+def _aliyun(code: str, status: str, instance: str, when: datetime, start: datetime,
+            region: str, seq: int, event_id: str) -> bytes:
+    local = when.astimezone(SHANGHAI)
+    content = {"eventId": event_id, "publishTime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+               "instanceId": instance, "eventType": code, "eventStatus": status}
+    if status == "Executed":
+        content["executeStartTime"] = start.strftime("%Y-%m-%dT%H:%M:%SZ")
+        content["executeFinishTime"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return orjson.dumps({
+        "ver": "1.0", "id": f"ali-{seq:012d}", "product": "ECS",
+        "resourceId": f"acs:ecs:{region}:1690700000000030:instance/{instance}",
+        "level": "CRITICAL", "name": f"Instance:{code}:{status}", "userId": "1690700000000030",
+        "eventTime": local.strftime("%Y%m%dT%H%M%S.000+0800"), "regionId": region,
+        "content": content,
+    })
+
+
+def operations(n: int, *, instances: int = 500, seed: int = 7,
+               base: datetime = datetime(2026, 1, 1, tzinfo=UTC)) -> list[Operation]:
+    """``n`` operations over ``instances`` instances; one instance's operations never overlap."""
+    rng = random.Random(seed)
+    next_free: dict[str, datetime] = {}
+    ops = []
+    for i in range(n):
+        vendor = "jdcloud" if i % 2 == 0 else "aliyun"
+        instance = f"i-{vendor[:2]}{rng.randrange(instances):06d}"
+        start = max(next_free.get(instance, base), base) + timedelta(seconds=rng.randint(1, 600))
+        duration = rng.randint(1, 900)
+        end = start + timedelta(seconds=duration)
+        next_free[instance] = end
+        if vendor == "jdcloud":
+            code = rng.choice(JD_PAIRED)
+            region = JD_REGIONS[i % 3]
+            raw = (_jd(code, "Executing", instance, start, region, 2 * i),
+                   _jd(code, "Executed", instance, end, region, 2 * i + 1))
+        else:
+            code = rng.choice(ALIYUN_PAIRED)
+            region = ALIYUN_REGIONS[i % 3]
+            event_id = f"e-{i:010d}"
+            raw = (_aliyun(code, "Executing", instance, start, start, region, 2 * i, event_id),
+                   _aliyun(code, "Executed", instance, end, start, region, 2 * i + 1, event_id))
+        ops.append(Operation(vendor, instance, code, int(start.timestamp() * 1000),
+                             duration * 1000, raw))
+    return ops
+
+
+def stream(ops: list[Operation], *, seed: int = 11, shuffle_window: int = 0) -> list[bytes]:
+    """Raw events in time order (optionally locally shuffled, as vendors deliver them)."""
+    timed = []
+    for op in ops:
+        timed.append((op.started_ms, 0, op.raw[0]))
+        timed.append((op.started_ms + op.duration_ms, 1, op.raw[1]))
+    timed.sort(key=lambda t: (t[0], t[1]))
+    out = [raw for _, _, raw in timed]
+    if shuffle_window > 1:
+        rng = random.Random(seed)
+        for start in range(0, len(out), shuffle_window):
+            chunk = out[start:start + shuffle_window]
+            rng.shuffle(chunk)
+            out[start:start + shuffle_window] = chunk
+    return out

@@ -1,0 +1,62 @@
+from pathlib import Path
+
+import pytest
+
+from consumer.config import load_settings
+from consumer.errors import ConfigError
+
+
+def test_defaults_are_a_working_local_setup() -> None:
+    s = load_settings({})
+    assert s.bootstrap_servers == "127.0.0.1:9092"
+    assert s.raw_topics == ("vm.events.raw",)
+    assert s.normalized_topic == "vm.events.normalized"
+    assert s.dlq_topic == "vm.events.dlq"
+    assert s.guarantee == "exactly_once"
+    assert s.default_timezone == "Asia/Shanghai"
+    assert s.schema_registry_url is None
+    assert (s.schema_dir / "InstanceEvent.avsc").is_file()
+
+
+def test_environment_overrides_and_kafka_passthrough() -> None:
+    s = load_settings({
+        "KAFKA_BOOTSTRAP_SERVERS": "a:9092,b:9093",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "VMEVENTS_RAW_TOPICS": "jd.raw, ali.raw",
+        "VMEVENTS_PROCESSING_GUARANTEE": "at_least_once",
+        "VMEVENTS_BATCH_SIZE": "500",
+        "SCHEMA_REGISTRY_URL": "http://registry:8081",
+    })
+    assert s.bootstrap_servers == "a:9092,b:9093"
+    assert s.kafka_extra == {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512"}
+    assert s.raw_topics == ("jd.raw", "ali.raw")
+    assert s.guarantee == "at_least_once"
+    assert s.batch_size == 500
+    assert s.kafka_common()["sasl.mechanism"] == "SCRAM-SHA-512"
+
+
+@pytest.mark.parametrize(("env", "needle"), [
+    ({"VMEVENTS_BATCH_SIZE": "many"}, "VMEVENTS_BATCH_SIZE='many' is not an integer"),
+    ({"VMEVENTS_BATCH_SIZE": "0"}, "VMEVENTS_BATCH_SIZE=0 must be"),
+    ({"VMEVENTS_PROCESSING_GUARANTEE": "maybe"}, "must be one of exactly_once, at_least_once"),
+    ({"VMEVENTS_DEFAULT_TIMEZONE": "Mars/Olympus"}, "not a known time zone"),
+    ({"VMEVENTS_NORMALIZED_TOPIC": "bad topic!"}, "not a valid Kafka topic name"),
+    ({"VMEVENTS_RAW_TOPICS": " , "}, "at least one topic"),
+    ({"KAFKA_BOOTSTRAP_SERVERS": "localhost"}, "expected host:port"),
+    ({"SCHEMA_REGISTRY_URL": "registry:8081"}, "must start with http"),
+    ({"KAFKA_GROUP_ID": "x"}, "KAFKA_GROUP_ID is managed by vmevents"),
+    ({"VMEVENTS_CREATE_TOPICS": "perhaps"}, "must be true or false"),
+    ({"VMEVENTS_METRICS_PORT": "70000"}, "between 0 and 65535"),
+])
+def test_bad_values_name_the_variable(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    message = str(info.value)
+    assert needle in message
+    assert "\n" not in message
+
+
+def test_schema_dir_must_hold_the_schemas(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"holds no InstanceEvent\.avsc"):
+        load_settings({"VMEVENTS_SCHEMA_DIR": str(tmp_path)})
