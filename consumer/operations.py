@@ -1,0 +1,162 @@
+"""The one table from vendor event codes to canonical operations, and vendor statuses to phases.
+
+Every adapter, the correlator and the metrics read this module, so a code is mapped in exactly
+one place. The table holds every code of the JD Cloud VM event list and of the Alibaba ECS
+instance event document (with its appendix of system event notification names). A code not in
+the table is not an error: :func:`mechanical_operation` derives a stable name from it and the
+event is flagged ``known=False``.
+
+``kind`` tells the correlator how notifications of one operation relate:
+
+- ``paired``: a start and an end notification (Executing/Executed, Scheduled..Executed,
+  live migration started/accomplished);
+- ``single``: one notification that never pairs (faults, JD ReDeploy and IsolateLocalDisk, which
+  JD sends once, preemptible interruption, performance mode change);
+- ``interval``: start and end in one record (burstable ``intervalStart``/``intervalEnd``);
+- ``lifecycle``: instance state transitions (``StateChange``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Final, Literal
+
+from consumer.model import Phase
+
+Kind = Literal["paired", "single", "interval", "lifecycle"]
+KINDS: Final = ("paired", "single", "interval", "lifecycle")
+
+JD: Final = frozenset({"jdcloud"})
+ALI: Final = frozenset({"aliyun"})
+BOTH: Final = frozenset({"jdcloud", "aliyun"})
+
+
+@dataclass(frozen=True, slots=True)
+class OperationSpec:
+    """What a vendor event code means: canonical operation, pairing kind, where it is documented.
+
+    ``statuses`` is the set of statuses the Alibaba appendix (or event section) lists for the
+    code; empty where the vendor documents none (JD sends only Executing/Executed or nothing).
+    """
+
+    code: str
+    operation: str
+    kind: Kind
+    vendors: frozenset[str]
+    statuses: frozenset[str] = frozenset()
+
+
+_MAINT_FULL = frozenset({"Scheduled", "Executing", "Executed", "Avoided", "Canceled", "Failed"})
+_REDEPLOY = frozenset({"Scheduled", "Executing", "Executed", "Avoided", "Canceled"})
+_DISK = frozenset({"Inquiring", "Executing", "Executed", "Avoided", "Canceled"})
+_RUN = frozenset({"Executing", "Executed"})
+
+_SPECS: Final = (
+    # JD Cloud VM: 异常事件 (failures)
+    OperationSpec("SystemFailure.Delete", "failure.delete", "paired", BOTH,
+                  frozenset({"Executing", "Executed", "Avoided"})),
+    OperationSpec("SystemFailure.Reboot", "failure.reboot", "paired", BOTH, _RUN),
+    OperationSpec("SystemFailure.Fault", "failure.fault", "single", JD),
+    OperationSpec("SystemException.LocalDiskFailure.Fault", "failure.local_disk_fault",
+                  "single", JD),
+    OperationSpec("SystemFailure.GPUFailure.Fault", "failure.gpu_fault", "single", JD),
+    OperationSpec("SystemFailure.RemovedFromAg", "failure.removed_from_ag", "single", JD),
+    # JD spells it ReDeploy and sends it once when the user triggers the redeploy.
+    OperationSpec("SystemFailure.ReDeploy", "failure.redeploy", "single", JD),
+    # JD Cloud VM: 维护事件, 欠费/到期, 状态变更
+    OperationSpec("SystemMaintenance.IsolateLocalDisk", "maintenance.isolate_local_disk",
+                  "single", JD),
+    OperationSpec("InstanceExpiration.Stop", "expiration.stop", "paired", JD),
+    OperationSpec("InstanceExpiration.Delete", "expiration.delete", "paired", JD),
+    OperationSpec("AccountArrearage.Stop", "arrearage.stop", "paired", JD),
+    OperationSpec("AccountArrearage.Delete", "arrearage.delete", "paired", JD),
+    OperationSpec("StateChange", "lifecycle.state_change", "lifecycle", BOTH),
+    OperationSpec("CreateImage", "image.create", "paired", JD),
+    # Alibaba ECS: appendix of system events
+    OperationSpec("SystemMaintenance.Reboot", "maintenance.reboot", "paired", ALI, _MAINT_FULL),
+    OperationSpec("InstanceFailure.Reboot", "instance_failure.reboot", "paired", ALI, _RUN),
+    OperationSpec("SystemMaintenance.Redeploy", "maintenance.redeploy", "paired", ALI, _REDEPLOY),
+    OperationSpec("SystemFailure.Redeploy", "failure.redeploy", "paired", ALI, _REDEPLOY),
+    OperationSpec("SystemMaintenance.RebootAndIsolateErrorDisk",
+                  "maintenance.reboot_isolate_error_disk", "paired", ALI, _DISK),
+    OperationSpec("SystemMaintenance.RebootAndReInitErrorDisk",
+                  "maintenance.reboot_reinit_error_disk", "paired", ALI, _DISK),
+    # Alibaba ECS: other instance events
+    OperationSpec("PreemptibleInstanceInterruption", "preemptible.interruption", "single", ALI),
+    OperationSpec("LiveMigrationAcrossDDH", "migration.live_across_ddh", "paired", ALI,
+                  frozenset({"started", "accomplished", "failed"})),
+    OperationSpec("PerformanceModeChange", "burstable.performance_mode_change", "single", ALI),
+    OperationSpec("BurstablePerformanceRestricted", "burstable.performance_restricted",
+                  "interval", ALI),
+)
+
+OPERATIONS: Final[Mapping[str, OperationSpec]] = MappingProxyType({s.code: s for s in _SPECS})
+"""Vendor event code -> spec. Codes are matched exactly, as vendors spell them."""
+
+ALIYUN_STATUSES: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
+    {s.code: s.statuses for s in _SPECS if "aliyun" in s.vendors and s.statuses}
+)
+"""Alibaba system event type -> the statuses its notification names carry (the appendix)."""
+
+_PHASES: dict[str, Phase] = {
+    "scheduled": "scheduled",
+    "inquiring": "inquiring",
+    "executing": "executing",
+    "executed": "executed",
+    "avoided": "avoided",
+    "canceled": "canceled",
+    "cancelled": "canceled",
+    "failed": "failed",
+    # LiveMigrationAcrossDDH speaks its own lower-case vocabulary.
+    "started": "executing",
+    "accomplished": "executed",
+}
+# The vendors' own spelling first, so the hot path needs no str.lower().
+STATUS_PHASES: Final[Mapping[str, Phase]] = MappingProxyType(
+    {**{k.capitalize(): v for k, v in _PHASES.items()}, **_PHASES}
+)
+
+
+def lookup(code: str) -> OperationSpec | None:
+    """The spec of a vendor event code, or None when the table does not know it."""
+    return OPERATIONS.get(code)
+
+
+def phase_of(status: str) -> Phase | None:
+    """Canonical phase of a vendor status (any case); None when the status is not one we know."""
+    phase = STATUS_PHASES.get(status)
+    if phase is None:
+        phase = _PHASES.get(status.lower())
+    return phase
+
+
+def status_documented(code: str, status: str) -> bool:
+    """Whether the vendor documents ``status`` for ``code``; True where it documents no set."""
+    spec = OPERATIONS.get(code)
+    return spec is None or not spec.statuses or status in spec.statuses
+
+
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+_NON_WORD = re.compile(r"[^a-z0-9_]+")
+
+
+@lru_cache(maxsize=1024)
+def mechanical_operation(code: str) -> str:
+    """Canonical name for a code the table does not know: CamelCase.Dotted -> snake.dotted.
+
+    ``SystemMaintenance.FooBar`` -> ``system_maintenance.foo_bar``; acronyms stay one word
+    (``GPUFailure`` -> ``gpu_failure``). Deterministic, so unknown operations still correlate and
+    count under one name. Cached (bounded): unknown codes recur.
+    """
+    parts = []
+    for segment in code.split("."):
+        words = _CAMEL.findall(segment)
+        name = "_".join(w.lower() for w in words) if words else segment.lower()
+        name = _NON_WORD.sub("_", name).strip("_")
+        if name:
+            parts.append(name)
+    return ".".join(parts) or "unknown"
