@@ -88,7 +88,7 @@ class Normalizer:
     def default_timezone(self) -> tzinfo:
         return self._parse_time.local_zone
 
-    def normalize(self, raw: bytes) -> InstanceEvent:
+    def normalize(self, raw: bytes | bytearray | memoryview) -> InstanceEvent:
         """One raw record -> one event; raises only RejectedEvent subclasses."""
         try:
             size = len(raw)

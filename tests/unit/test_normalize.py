@@ -1,0 +1,307 @@
+"""The Normalizer: detection, DLQ reasons, never raising anything but RejectedEvent."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import textwrap
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consumer.errors import (
+    ConfigError,
+    InvalidEvent,
+    MalformedJson,
+    NotAnObject,
+    PayloadTooLarge,
+    RejectedEvent,
+    UnknownVendor,
+)
+from consumer.model import PHASES, VENDORS, InstanceEvent
+from consumer.normalize import Normalizer, detect
+from consumer.vendors import aliyun, jdcloud
+from tests.seeds import BY_NAME, SEEDS
+
+N = Normalizer()
+EVENT_KEYS = set(get_type_hints(InstanceEvent)) - {"source"}
+DOCUMENTS = Path(__file__).resolve().parents[3] / "shared" / "seeds"
+
+
+def assert_valid_event(event: InstanceEvent) -> None:
+    """Shape of every adapter output: exactly the contract's keys, with the contract's types."""
+    assert set(event) == EVENT_KEYS
+    assert event["vendor"] in VENDORS
+    assert isinstance(event["instance_id"], str)
+    assert event["instance_id"]
+    assert isinstance(event["vendor_event_code"], str)
+    assert event["vendor_event_code"]
+    assert re.fullmatch(r"[a-z0-9_]+(\.[a-z0-9_]+)*", event["operation"])
+    assert event["phase"] is None or event["phase"] in PHASES
+    assert type(event["event_time"]) is int
+    for key in ("publish_time", "not_before", "start_time", "end_time"):
+        assert event[key] is None or type(event[key]) is int
+    for key in ("vendor_status", "region", "account_id", "notification_id", "vendor_event_id",
+                "level", "previous_state", "current_state"):
+        assert event[key] is None or type(event[key]) is str  # type: ignore[literal-required]
+    assert all(type(k) is str and type(v) is str for k, v in event["attributes"].items())
+
+
+# --- the seeds are the documents' examples ---
+
+def document_blocks(path: Path) -> list[Any]:
+    blocks: list[Any] = []
+    current: list[str] | None = None
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        if line.strip().startswith("```"):
+            if current is None:
+                current = []
+            else:
+                text = textwrap.dedent("".join(current))
+                if text.strip():
+                    blocks.append(json.loads(text))
+                current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+@pytest.mark.skipif(not DOCUMENTS.is_dir(), reason=f"source documents not at {DOCUMENTS}")
+def test_seeds_are_the_documents_examples_in_order() -> None:
+    jd = document_blocks(DOCUMENTS / "000_8fdccf977ae5e56b.txt")
+    ali = document_blocks(DOCUMENTS / "001_2662114b5a5ca298.txt")
+    assert [s.obj for s in SEEDS] == jd + ali
+
+
+@pytest.mark.parametrize("seed", SEEDS, ids=lambda s: s.name)
+def test_every_seed_normalizes_to_a_valid_event(seed: Any) -> None:
+    event = N.normalize(seed.raw)
+    assert_valid_event(event)
+    assert event["vendor"] == seed.vendor
+    assert event["known"] is True
+    assert N.normalize_obj(seed.obj) == event
+
+
+def test_seeds_are_valid_avro() -> None:
+    fastavro = pytest.importorskip("fastavro")
+    schema_path = Path(__file__).resolve().parents[2] / "avro" / "InstanceEvent.avsc"
+    schema = fastavro.parse_schema(json.loads(schema_path.read_text()))
+    for seed in SEEDS:
+        assert fastavro.validation.validate(N.normalize(seed.raw), schema, raise_errors=True)
+
+
+# --- detection ---
+
+@pytest.mark.parametrize(
+    ("name", "adapter"),
+    [
+        ("jd_envelope_state_change_running", jdcloud.adapt_envelope),
+        ("jd_gpu_failure_fault", jdcloud.adapt_detail),
+        ("ali_maintenance_reboot_scheduled", aliyun.adapt_cloudmonitor),
+        ("ali_state_change_running", aliyun.adapt_cloudmonitor),
+    ],
+)
+def test_detect(name: str, adapter: Any) -> None:
+    assert detect(BY_NAME[name].obj) is adapter
+
+
+def test_detect_jd_envelope_by_detail_shape_alone() -> None:
+    obj = BY_NAME["jd_envelope_state_change_running"].obj
+    del obj["source"]
+    assert detect(obj) is jdcloud.adapt_envelope
+
+
+def test_detect_cloudmonitor_without_product() -> None:
+    obj = BY_NAME["ali_state_change_running"].obj
+    del obj["product"]
+    assert detect(obj) is aliyun.adapt_cloudmonitor
+
+
+def test_detect_eventbridge() -> None:
+    obj: dict[str, object] = {"specversion": "1.0", "source": "acs.ecs",
+                              "type": "ecs:Instance:StateChange"}
+    assert detect(obj) is aliyun.adapt_eventbridge
+
+
+def test_one_normalizer_handles_both_vendors_interleaved() -> None:
+    vendors = [N.normalize(s.raw)["vendor"] for s in SEEDS[::-1]]
+    assert vendors == [s.vendor for s in SEEDS[::-1]]
+
+
+# --- rejections and their reasons ---
+
+@pytest.mark.parametrize(
+    ("raw", "error", "reason"),
+    [
+        (b"", MalformedJson, "malformed_json"),
+        (b"{", MalformedJson, "malformed_json"),
+        (b"\xff\xfe{}", MalformedJson, "malformed_json"),
+        (b'{"a": NaN}', MalformedJson, "malformed_json"),
+        (b"[" * 5000 + b"]" * 5000, MalformedJson, "malformed_json"),
+        (b"[1, 2]", NotAnObject, "not_an_object"),
+        (b'"StateChange"', NotAnObject, "not_an_object"),
+        (b"null", NotAnObject, "not_an_object"),
+        (b"42", NotAnObject, "not_an_object"),
+        (b"{}", UnknownVendor, "unknown_vendor"),
+        (b'{"foo": 1, "bar": [2]}', UnknownVendor, "unknown_vendor"),
+        (b'{"specversion": "1.0", "source": "acs.oss"}', UnknownVendor, "unknown_vendor"),
+        (b'{"product": "RDS", "content": {}}', UnknownVendor, "unknown_vendor"),
+        (b'{"eventAction": "StateChange"}', InvalidEvent, "invalid_event"),
+        (b'{"eventAction": 1, "instanceId": "i", "eventTime": "2021-02-25 20:13:35"}',
+         InvalidEvent, "invalid_event"),
+    ],
+)
+def test_rejections(raw: bytes, error: type[RejectedEvent], reason: str) -> None:
+    with pytest.raises(error) as info:
+        N.normalize(raw)
+    assert info.value.reason == reason
+    assert str(info.value)
+
+
+def test_instance_id_as_number_is_invalid() -> None:
+    raw = b'{"eventAction": "SystemFailure.Fault", "eventTime": "2021-02-25 09:51:27", ' \
+          b'"instanceId": 12345}'
+    with pytest.raises(InvalidEvent, match="instanceId must be a string, got int"):
+        N.normalize(raw)
+
+
+def test_event_time_garbage_is_invalid() -> None:
+    raw = b'{"eventAction": "SystemFailure.Fault", "eventTime": "25/02/2021", "instanceId": "i"}'
+    with pytest.raises(InvalidEvent, match="eventTime: not a timestamp"):
+        N.normalize(raw)
+
+
+def test_huge_payload_is_rejected_before_parsing() -> None:
+    seed = BY_NAME["jd_gpu_failure_fault"].raw
+    huge = seed[:-2] + b', "pad": "' + b"x" * (1 << 20) + b'"}'
+    with pytest.raises(PayloadTooLarge, match="exceeds the limit of 1048576 bytes") as info:
+        N.normalize(huge)
+    assert info.value.reason == "too_large"
+    small = Normalizer(max_payload_bytes=len(seed))
+    assert small.normalize(seed)["instance_id"] == "i-qj7****e7m"
+    with pytest.raises(PayloadTooLarge):
+        small.normalize(seed + b" ")
+
+
+def test_non_bytes_input_is_rejected_not_crashing() -> None:
+    for bad in (None, 42, object()):
+        with pytest.raises(MalformedJson):
+            N.normalize(bad)  # type: ignore[arg-type]
+
+
+def test_normalize_accepts_bytes_like_and_str() -> None:
+    seed = BY_NAME["jd_gpu_failure_fault"]
+    expected = N.normalize(seed.raw)
+    assert N.normalize(bytearray(seed.raw)) == expected
+    assert N.normalize(memoryview(seed.raw)) == expected
+    assert N.normalize(seed.text) == expected  # type: ignore[arg-type]
+
+
+def test_normalize_obj_rejects_non_objects_and_non_json_values() -> None:
+    with pytest.raises(NotAnObject, match="got an array"):
+        N.normalize_obj([1])
+    obj = BY_NAME["jd_gpu_failure_fault"].obj | {"gpuSerial": {1, 2}}  # not a JSON value
+    with pytest.raises(InvalidEvent, match="cannot normalize: TypeError"):
+        N.normalize_obj(obj)
+
+
+def test_default_timezone_is_configurable() -> None:
+    raw = BY_NAME["jd_system_failure_reboot_executing"].raw  # 2021-02-25 06:44:06
+    assert Normalizer(default_timezone="UTC").normalize(raw)["event_time"] == 1614235446000
+    assert N.normalize(raw)["event_time"] == 1614206646000
+    with pytest.raises(ConfigError):
+        Normalizer(default_timezone="Not/AZone")
+
+
+def test_source_is_left_to_the_runtime() -> None:
+    assert "source" not in N.normalize(BY_NAME["ali_state_change_running"].raw)
+
+
+def test_results_do_not_share_state() -> None:
+    raw = BY_NAME["jd_gpu_failure_fault"].raw
+    first = N.normalize(raw)
+    first["attributes"]["gpuSerial"] = "changed"
+    assert N.normalize(raw)["attributes"]["gpuSerial"] == "gpu-serial:1:2:3"
+
+
+# --- properties: nothing but RejectedEvent, ever ---
+
+REASONS = {"malformed_json", "not_an_object", "unknown_vendor", "invalid_event", "too_large"}
+
+
+def normalize_or_reject(raw: bytes) -> None:
+    """Either a valid event or a RejectedEvent with a known reason; anything else fails."""
+    try:
+        event = N.normalize(raw)
+    except RejectedEvent as exc:
+        reason = exc.reason
+    else:
+        assert_valid_event(event)
+        return
+    assert reason in REASONS
+
+
+JSON_SCALARS = (st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
+                | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30))
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                  max_size=4),
+    max_leaves=12,
+)
+KEYS = st.sampled_from(["eventAction", "eventState", "eventTime", "instanceId", "detail",
+                        "source", "specversion", "type", "data", "time", "product", "name",
+                        "content", "resourceId", "userId", "regionId", "eventType",
+                        "eventStatus", "status", "state", "subject", "resources", "id"])
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes(raw: bytes) -> None:
+    normalize_or_reject(raw)
+
+
+@given(JSON_VALUES)
+def test_arbitrary_json_values(value: Any) -> None:
+    normalize_or_reject(orjson.dumps(value))
+
+
+@given(st.dictionaries(KEYS, JSON_VALUES | st.dictionaries(KEYS, JSON_VALUES, max_size=6),
+                       max_size=8))
+def test_arbitrary_objects_with_vendor_keys(value: dict[str, Any]) -> None:
+    normalize_or_reject(orjson.dumps(value))
+
+
+@st.composite
+def mutated_seeds(draw: st.DrawFn) -> bytes:
+    obj = copy.deepcopy(draw(st.sampled_from(SEEDS)).obj)
+    for _ in range(draw(st.integers(1, 4))):
+        targets = [obj] + [v for v in obj.values() if isinstance(v, dict)]
+        target = draw(st.sampled_from(targets))
+        if not target:
+            continue
+        key = draw(st.sampled_from(sorted(target)))
+        action = draw(st.sampled_from(["drop", "retype", "empty"]))
+        if action == "drop":
+            del target[key]
+        elif action == "empty":
+            target[key] = type(target[key])() if isinstance(target[key], str | list | dict) else 0
+        else:
+            target[key] = draw(JSON_VALUES)
+    return orjson.dumps(obj)
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_seeds())
+def test_mutated_seeds(raw: bytes) -> None:
+    normalize_or_reject(raw)
+
+
+@given(st.sampled_from(SEEDS), st.data())
+def test_truncated_seeds(seed: Any, data: st.DataObject) -> None:
+    cut = data.draw(st.integers(0, len(seed.raw) - 1))
+    normalize_or_reject(seed.raw[:cut])
