@@ -22,7 +22,8 @@ from consumer.errors import ConfigError
 
 DEFAULT_ZONE: Final = "Asia/Shanghai"
 
-_EPOCH_ORDINAL: Final = 719163  # date(1970, 1, 1).toordinal()
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE: Final = datetime(1970, 1, 1)
 _fromisoformat = datetime.fromisoformat
 
 
@@ -68,19 +69,12 @@ def to_epoch_ms(text: str, local_zone: tzinfo = UTC) -> int:
             d = _fromisoformat(text.upper())
         except ValueError:
             raise _invalid(text) from None
-    offset = d.utcoffset()
-    if offset is None:
+    if d.tzinfo is None:
         offset = local_zone.utcoffset(d)
-        if offset is None:  # a tzinfo that does not know its offset: treat as UTC
-            return _naive_ms(d)
-    seconds = ((d.toordinal() - _EPOCH_ORDINAL) * 86400 + d.hour * 3600 + d.minute * 60
-               + d.second - offset.days * 86400 - offset.seconds)
-    return (seconds * 1_000_000 + d.microsecond - offset.microseconds) // 1000
-
-
-def _naive_ms(d: datetime) -> int:
-    seconds = (d.toordinal() - _EPOCH_ORDINAL) * 86400 + d.hour * 3600 + d.minute * 60 + d.second
-    return seconds * 1000 + d.microsecond // 1000
+        delta = d - _EPOCH_NAIVE if offset is None else d - _EPOCH_NAIVE - offset
+    else:
+        delta = d - _EPOCH  # timedelta arithmetic: exact, no float rounding
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
 
 
 class TimeParser:

@@ -78,6 +78,10 @@ def attr_value(value: object) -> str | None:
         return value
     if value is None:
         return None
+    return _encode(value)
+
+
+def _encode(value: object) -> str:
     if value is True:
         return "true"
     if value is False:
@@ -91,6 +95,7 @@ def copy_extras(obj: JsonObject, mapped: Collection[str], into: dict[str, str]) 
     """Copy every field of ``obj`` not in ``mapped`` into the attribute map ``into``."""
     for key, value in obj.items():
         if key not in mapped:
-            text = attr_value(value)
-            if text is not None:
-                into[key] = text
+            if type(value) is str:
+                into[key] = value
+            elif value is not None:
+                into[key] = _encode(value)
