@@ -14,13 +14,21 @@ from types import FrameType
 import structlog
 
 from consumer.config import Settings
+from consumer.correlator import CorrelatorConfig
 from consumer.http import Health, HealthServer
 from consumer.metrics import Metrics
 from consumer.normalize import Normalizer
-from consumer.runtime.clients import check_reachable, ensure_topics, value_encoder
+from consumer.runtime.clients import (
+    check_reachable,
+    ensure_topics,
+    partition_count,
+    registry_fetcher,
+    value_encoder,
+)
+from consumer.runtime.correlate_stage import CorrelateProcessor
 from consumer.runtime.loop import StageLoop
 from consumer.runtime.normalize_stage import NormalizeProcessor
-from consumer.serde import load_schemas
+from consumer.serde import Decoder, Encoder, load_schemas
 
 log = structlog.get_logger(__name__)
 
@@ -36,14 +44,37 @@ def normalize_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
     encode = value_encoder(settings, schemas["InstanceEvent"], settings.normalized_topic)
     processor = NormalizeProcessor(
         Normalizer(default_timezone=settings.default_timezone,
-                   max_bytes=settings.max_message_bytes),
+                   max_payload_bytes=settings.max_message_bytes),
         encode, settings.normalized_topic, settings.dlq_topic, metrics)
     return StageLoop(settings, processor, settings.raw_topics, settings.normalize_group,
                      metrics, health)
 
 
+def correlate_loop(settings: Settings, metrics: Metrics, health: Health) -> StageLoop:
+    schemas = load_schemas(settings.schema_dir)
+    if settings.create_topics:
+        ensure_topics(settings, {settings.normalized_topic: {}})
+        # Same partition count as the input: changelog partition N holds input partition N's state.
+        ensure_topics(settings, {settings.changelog_topic: {"cleanup.policy": "compact"}},
+                      partitions=partition_count(settings, settings.normalized_topic))
+    outcome_schema = schemas["OperationOutcome"]
+
+    def encoder_for(topic: str) -> Encoder:
+        if settings.create_topics:
+            ensure_topics(settings, {topic: {}})
+        return value_encoder(settings, outcome_schema, topic)
+
+    processor = CorrelateProcessor(
+        settings, CorrelatorConfig.from_spec(settings.correlate_timeouts,
+                                             max_pending=settings.correlate_max_pending),
+        Decoder(schemas, registry_fetcher(settings)), encoder_for, metrics)
+    return StageLoop(settings, processor, [settings.normalized_topic], settings.correlate_group,
+                     metrics, health)
+
+
 LOOPS: dict[str, Callable[[Settings, Metrics, Health], StageLoop]] = {
     "normalize": normalize_loop,
+    "correlate": correlate_loop,
 }
 
 

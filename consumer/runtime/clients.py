@@ -94,6 +94,17 @@ def ensure_topics(settings: Settings, topics: Mapping[str, Mapping[str, str]],
                 raise wrap(exc, f"cannot create topic {name}") from None
 
 
+def partition_count(settings: Settings, topic: str) -> int:
+    admin = AdminClient(settings.kafka_common())
+    try:
+        meta = admin.list_topics(topic, timeout=15).topics.get(topic)
+    except KafkaException as exc:
+        raise wrap(exc, f"cannot describe topic {topic}") from None
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise KafkaRuntimeError(f"topic {topic} does not exist")
+    return len(meta.partitions)
+
+
 def check_reachable(settings: Settings, timeout: float = 10.0) -> None:
     """Fail at start with one line when no broker answers, instead of retrying forever."""
     admin = AdminClient({**settings.kafka_common(), "socket.connection.setup.timeout.ms": 5000})

@@ -48,7 +48,8 @@ TICK_SECONDS = 1.0
 """How often timer work runs on an idle partition set (a quiet partition still times out)."""
 
 Headers = list[tuple[str, str | bytes | None]]
-Emit = Callable[[str, bytes | None, bytes | None, Headers | None], None]
+Emit = Callable[[str, bytes | None, bytes | None, Headers | None, int], None]
+"""``emit(topic, key, value, headers, partition)``; partition -1 lets the partitioner choose."""
 
 
 class Processor(Protocol):
@@ -189,13 +190,15 @@ class StageLoop:
         poll = producer.poll
 
         def emit(topic: str, key: bytes | None, value: bytes | None,
-                 headers: Headers | None = None) -> None:
+                 headers: Headers | None = None, partition: int = -1) -> None:
             while True:
                 try:
-                    if headers is None:
-                        produce(topic, value, key)
-                    else:
+                    if headers is not None:
                         produce(topic, value, key, headers=headers)
+                    elif partition >= 0:
+                        produce(topic, value, key, partition)
+                    else:
+                        produce(topic, value, key)
                     return
                 except BufferError:
                     poll(0.05)  # local queue full: let librdkafka drain it

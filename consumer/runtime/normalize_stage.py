@@ -73,7 +73,7 @@ class NormalizeProcessor:
                 event = normalize(raw)
             except RejectedEvent as exc:
                 rejected[exc.reason] += 1
-                emit(self.dlq_topic, msg.key(), msg.value(), dlq_headers(exc, exc.reason, msg))
+                emit(self.dlq_topic, msg.key(), msg.value(), dlq_headers(exc, exc.reason, msg), -1)
                 log.debug("rejected", reason=exc.reason, error=str(exc), topic=msg.topic(),
                           partition=msg.partition(), offset=msg.offset())
                 continue
@@ -83,11 +83,11 @@ class NormalizeProcessor:
                 value = encode(event)
             except (ValueError, TypeError, OverflowError) as exc:  # an adapter bug, not the input's
                 rejected["encoding"] += 1
-                emit(self.dlq_topic, msg.key(), msg.value(), dlq_headers(exc, "encoding", msg))
+                emit(self.dlq_topic, msg.key(), msg.value(), dlq_headers(exc, "encoding", msg), -1)
                 log.error("encoding failed", error=str(exc), topic=msg.topic(),
                           partition=msg.partition(), offset=msg.offset())
                 continue
-            emit(out_topic, event_key(event).encode(), value, None)
+            emit(out_topic, event_key(event).encode(), value, None, -1)
             if event["known"]:
                 counts[(event["vendor"], event["operation"], event["phase"] or "none")] += 1
             else:  # unknown codes share one label value so label cardinality stays bounded

@@ -1,0 +1,206 @@
+"""Stage ``correlate``: normalized events in, operation outcomes out, pending state in a changelog.
+
+One pure :class:`~consumer.correlator.Correlator` per assigned input partition. Its changelog
+writes go to the same partition number of the compacted changelog topic, in the same transaction
+as the outcomes and the input offsets, so the state on the changelog always matches the committed
+input position.
+
+Rebalance protocol:
+
+1. Assign: for the new partitions, read the changelog partitions from the beginning up to the
+   last stable offset (read_committed) into fresh correlators; readiness is false meanwhile and
+   the restore time is a metric.
+2. Revoke / lost: drop those correlators. Nothing to commit: the loop never has a transaction open
+   while the consumer serves rebalance callbacks.
+3. Abort: the aborted batch may have changed any correlator, so all are rebuilt from the changelog.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from consumer.config import Settings
+from consumer.correlator import Correlator, CorrelatorConfig, Outcome
+from consumer.metrics import Metrics
+from consumer.model import InstanceEvent
+from consumer.runtime.loop import Emit
+from consumer.serde import Decoder, Encoder, SerdeError
+
+log = structlog.get_logger(__name__)
+
+STAGE = "correlate"
+
+
+def outcome_topic(settings: Settings, outcome: Outcome) -> str:
+    """``failure.reboot.completed`` (plus the configured prefix), or the single topic."""
+    if settings.outcome_single_topic:
+        return settings.outcome_single_topic
+    return f"{settings.outcome_topic_prefix}{outcome['operation']}.{outcome['outcome']}"
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class CorrelateProcessor:
+    stage = STAGE
+
+    def __init__(self, settings: Settings, config: CorrelatorConfig, decoder: Decoder,
+                 encoder_for: Callable[[str], Encoder], metrics: Metrics,
+                 clock: Callable[[], int] = wall_clock_ms) -> None:
+        """``encoder_for(topic)`` is called once per outcome topic (it may create the topic and
+        register the schema under the topic's subject); its encoder is reused after that."""
+        self.settings = settings
+        self.config = config
+        self.decoder = decoder
+        self.encoder_for = encoder_for
+        self.metrics = metrics
+        self.clock = clock
+        self.correlators: dict[int, Correlator] = {}
+        self._encoders: dict[str, Encoder] = {}
+
+    # -- rebalance -------------------------------------------------------------------------
+
+    def on_assign(self, consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
+        self._restore([p.partition for p in partitions])
+
+    def on_revoke(self, partitions: Sequence[TopicPartition]) -> None:
+        for p in partitions:
+            self.correlators.pop(p.partition, None)
+            self.metrics.pending.labels(str(p.partition)).set(0)
+
+    def on_abort(self, consumer: Consumer) -> None:
+        self._restore(list(self.correlators))
+
+    def _restore(self, partitions: list[int]) -> None:
+        started = time.perf_counter()
+        fresh = {p: Correlator(self.config, self.clock) for p in partitions}
+        records = read_changelog(self.settings, partitions, fresh)
+        self.correlators.update(fresh)
+        elapsed = time.perf_counter() - started
+        self.metrics.restore_duration.observe(elapsed)
+        self.metrics.restored_records.inc(records)
+        for p, c in fresh.items():
+            self.metrics.pending.labels(str(p)).set(c.pending_count)
+        log.info("state restored", partitions=partitions, records=records,
+                 seconds=round(elapsed, 3),
+                 pending=sum(c.pending_count for c in fresh.values()))
+
+    # -- processing ------------------------------------------------------------------------
+
+    def process(self, messages: Sequence[Message], emit: Emit) -> None:
+        decode = self.decoder.decode
+        touched: set[int] = set()
+        outcomes: list[Outcome] = []
+        undecodable = 0
+        for msg in messages:
+            partition = msg.partition()
+            correlator = self.correlators.get(partition)
+            if correlator is None:  # revoked between consume and process: not ours any more
+                continue
+            try:
+                event: InstanceEvent = decode(msg.value() or b"")  # type: ignore[assignment]
+            except SerdeError as exc:
+                undecodable += 1
+                log.error("undecodable normalized record", error=str(exc), topic=msg.topic(),
+                          partition=partition, offset=msg.offset())
+                continue
+            outcomes.extend(correlator.process(event))
+            touched.add(partition)
+        if undecodable:
+            self.metrics.dlq.labels("undecodable").inc(undecodable)
+        self._emit_outcomes(outcomes, emit)
+        self._emit_changes(touched, emit)
+
+    def tick(self, emit: Emit) -> None:
+        now = self.clock()
+        outcomes: list[Outcome] = []
+        for correlator in self.correlators.values():
+            outcomes.extend(correlator.expire(now))
+        self._emit_outcomes(outcomes, emit)
+        self._emit_changes(set(self.correlators), emit)
+
+    def _emit_outcomes(self, outcomes: list[Outcome], emit: Emit) -> None:
+        if not outcomes:
+            return
+        m = self.metrics
+        kinds: Counter[tuple[str, str, str]] = Counter()
+        timeouts: Counter[tuple[str, str]] = Counter()
+        for o in outcomes:
+            topic = outcome_topic(self.settings, o)
+            encode = self._encoders.get(topic)
+            if encode is None:
+                encode = self._encoders[topic] = self.encoder_for(topic)
+            emit(topic, f"{o['vendor']}:{o['instance_id']}".encode(), encode(o), None, -1)
+            op = o["operation"] if o.get("known", True) else "unknown"
+            kinds[(o["vendor"], op, o["outcome"])] += 1
+            if o["outcome"] == "timed_out":
+                timeouts[(o["vendor"], op)] += 1
+            duration = o.get("duration_ms")
+            if o["outcome"] == "completed" and duration is not None:
+                m.operation_duration.labels(o["vendor"], op, o.get("region") or "unknown").observe(
+                    duration / 1000.0)
+            lead = o.get("lead_time_ms")
+            if lead is not None:
+                m.lead_time.labels(o["vendor"], op).observe(lead / 1000.0)
+        for (vendor, op, kind), n in kinds.items():
+            m.outcomes.labels(vendor, op, kind).inc(n)
+        for (vendor, op), n in timeouts.items():
+            m.timeouts.labels(vendor, op).inc(n)
+
+    def _emit_changes(self, partitions: set[int], emit: Emit) -> None:
+        topic = self.settings.changelog_topic
+        for p in partitions:
+            correlator = self.correlators[p]
+            for key, value in correlator.drain_changes():
+                emit(topic, key.encode(), value, None, p)
+            self.metrics.pending.labels(str(p)).set(correlator.pending_count)
+
+
+def read_changelog(settings: Settings, partitions: list[int],
+                   correlators: dict[int, Correlator]) -> int:
+    """Replay committed changelog records of ``partitions`` into ``correlators``; returns the count."""
+    if not partitions:
+        return 0
+    conf: dict[str, Any] = {
+        **settings.kafka_common(),
+        "group.id": f"{settings.correlate_group}-restore",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+        "fetch.wait.max.ms": 10,
+    }
+    restorer = Consumer(conf)
+    count = 0
+    try:
+        tps = []
+        for p in partitions:
+            low, high = restorer.get_watermark_offsets(
+                TopicPartition(settings.changelog_topic, p), timeout=30, cached=False)
+            if high > low:
+                tps.append(TopicPartition(settings.changelog_topic, p, OFFSET_BEGINNING))
+        if not tps:
+            return 0
+        restorer.assign(tps)
+        open_partitions = {tp.partition for tp in tps}
+        while open_partitions:
+            for msg in restorer.consume(10_000, 1.0):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        open_partitions.discard(msg.partition())
+                        continue
+                    raise RuntimeError(f"changelog read failed: {err.str()}")
+                key = msg.key()
+                if key is not None:
+                    correlators[msg.partition()].restore(key.decode(), msg.value())
+                    count += 1
+    finally:
+        restorer.close()
+    return count
