@@ -19,7 +19,7 @@ from consumer import __version__
 from consumer.config import Settings, load_settings
 from consumer.errors import ConfigError, KafkaRuntimeError, RejectedEvent
 from consumer.jsonout import timestamp_fields, to_json_line
-from consumer.logs import configure
+from consumer.logs import configure, kafka_logger
 from consumer.normalize import Normalizer
 from consumer.progress import Progress
 from consumer.serde import load_schemas
@@ -120,7 +120,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     if settings.create_topics:
         ensure_topics(settings, {topic: {}})
     lines = [ln.rstrip(b"\n") for ln in Path(args.file).read_bytes().splitlines() if ln.strip()]
-    producer = Producer({**settings.kafka_common(), "linger.ms": 20, "enable.idempotence": True})
+    producer = Producer({**settings.kafka_common(), "linger.ms": 20, "enable.idempotence": True,
+                         "logger": kafka_logger("producer")})
     progress = Progress(f"replay -> {topic}", total=len(lines) * args.repeat)
     for _ in range(args.repeat):
         for line in lines:

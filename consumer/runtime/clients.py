@@ -12,6 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from consumer.config import Settings
 from consumer.errors import KafkaRuntimeError
+from consumer.logs import kafka_logger
 from consumer.serde import AvroSchema, Encoder, confluent_encoder, single_object_encoder
 
 log = structlog.get_logger(__name__)
@@ -25,6 +26,11 @@ def wrap(exc: KafkaException, what: str) -> KafkaRuntimeError:
             f"{what}: {err.str()}", code=err.code(), retriable=err.retriable(),
             fatal=err.fatal(), txn_requires_abort=err.txn_requires_abort())
     return KafkaRuntimeError(f"{what}: {exc}")
+
+
+def admin_client(settings: Settings, **extra: Any) -> AdminClient:
+    """An admin client whose librdkafka logs go through our logging, not raw to stderr."""
+    return AdminClient({**settings.kafka_common(), "logger": kafka_logger("admin"), **extra})
 
 
 def consumer_conf(settings: Settings, group: str, **extra: Any) -> dict[str, Any]:
@@ -73,7 +79,7 @@ def producer_conf(settings: Settings, transactional_id: str | None, **extra: Any
 def ensure_topics(settings: Settings, topics: Mapping[str, Mapping[str, str]],
                   partitions: int | None = None) -> None:
     """Create missing topics (name -> topic configs); existing ones are left as they are."""
-    admin = AdminClient(settings.kafka_common())
+    admin = admin_client(settings)
     try:
         existing = set(admin.list_topics(timeout=15).topics)
     except KafkaException as exc:
@@ -95,7 +101,7 @@ def ensure_topics(settings: Settings, topics: Mapping[str, Mapping[str, str]],
 
 
 def partition_count(settings: Settings, topic: str) -> int:
-    admin = AdminClient(settings.kafka_common())
+    admin = admin_client(settings)
     try:
         meta = admin.list_topics(topic, timeout=15).topics.get(topic)
     except KafkaException as exc:
@@ -107,7 +113,7 @@ def partition_count(settings: Settings, topic: str) -> int:
 
 def check_reachable(settings: Settings, timeout: float = 10.0) -> None:
     """Fail at start with one line when no broker answers, instead of retrying forever."""
-    admin = AdminClient({**settings.kafka_common(), "socket.connection.setup.timeout.ms": 5000})
+    admin = admin_client(settings, **{"socket.connection.setup.timeout.ms": 5000})
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:
