@@ -77,16 +77,17 @@ class Normalizer:
     ``too_large`` before any work is spent on them).
     """
 
-    __slots__ = ("_parse_time", "max_payload_bytes")
+    __slots__ = ("_parse_time", "_times", "max_payload_bytes")
 
     def __init__(self, *, default_timezone: str | tzinfo = DEFAULT_ZONE,
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
-        self._parse_time = TimeParser(default_timezone)
+        self._times = TimeParser(default_timezone)
+        self._parse_time = self._times.parse
         self.max_payload_bytes = max_payload_bytes
 
     @property
     def default_timezone(self) -> tzinfo:
-        return self._parse_time.local_zone
+        return self._times.local_zone
 
     def normalize(self, raw: bytes | bytearray | memoryview) -> InstanceEvent:
         """One raw record -> one event; raises only RejectedEvent subclasses."""
@@ -103,10 +104,21 @@ class Normalizer:
             raise MalformedJson(f"not valid JSON: {exc}") from None
         except Exception as exc:  # e.g. a non-bytes-like argument
             raise MalformedJson(f"not valid JSON: {type(exc).__name__}: {exc}") from None
-        return self.normalize_obj(obj)
+        if type(obj) is not dict:
+            raise NotAnObject(f"payload must be a JSON object, got {_json_type(obj)}")
+        try:
+            return detect(obj)(obj, self._parse_time)
+        except RejectedEvent:
+            raise
+        except Exception as exc:  # a poison record must not crash the stage
+            raise InvalidEvent(f"cannot normalize: {type(exc).__name__}: {exc}") from exc
 
     def normalize_obj(self, obj: object) -> InstanceEvent:
-        """An already-parsed JSON value -> one event; raises only RejectedEvent subclasses."""
+        """An already-parsed JSON value -> one event; raises only RejectedEvent subclasses.
+
+        (``normalize`` repeats these few lines rather than calling this: one call less per
+        record on the hot path.)
+        """
         if type(obj) is not dict:
             raise NotAnObject(f"payload must be a JSON object, got {_json_type(obj)}")
         try:

@@ -22,7 +22,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from types import MappingProxyType
 from typing import Final, Literal
 
 from consumer.model import Phase
@@ -94,12 +93,13 @@ _SPECS: Final = (
                   "interval", ALI),
 )
 
-OPERATIONS: Final[Mapping[str, OperationSpec]] = MappingProxyType({s.code: s for s in _SPECS})
+# Plain dicts typed read-only: MappingProxyType would add a method dispatch to every lookup.
+OPERATIONS: Final[Mapping[str, OperationSpec]] = {s.code: s for s in _SPECS}
 """Vendor event code -> spec. Codes are matched exactly, as vendors spell them."""
 
-ALIYUN_STATUSES: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
-    {s.code: s.statuses for s in _SPECS if "aliyun" in s.vendors and s.statuses}
-)
+ALIYUN_STATUSES: Final[Mapping[str, frozenset[str]]] = {
+    s.code: s.statuses for s in _SPECS if "aliyun" in s.vendors and s.statuses
+}
 """Alibaba system event type -> the statuses its notification names carry (the appendix)."""
 
 _PHASES: dict[str, Phase] = {
@@ -116,9 +116,9 @@ _PHASES: dict[str, Phase] = {
     "accomplished": "executed",
 }
 # The vendors' own spelling first, so the hot path needs no str.lower().
-STATUS_PHASES: Final[Mapping[str, Phase]] = MappingProxyType(
-    {**{k.capitalize(): v for k, v in _PHASES.items()}, **_PHASES}
-)
+STATUS_PHASES: Final[Mapping[str, Phase]] = {
+    **{k.capitalize(): v for k, v in _PHASES.items()}, **_PHASES
+}
 
 
 def lookup(code: str) -> OperationSpec | None:

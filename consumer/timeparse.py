@@ -13,6 +13,7 @@ strings, because the notifications of one operation repeat them (publishTime, no
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from typing import Final
@@ -24,11 +25,16 @@ DEFAULT_ZONE: Final = "Asia/Shanghai"
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_NAIVE: Final = datetime(1970, 1, 1)
+_SEPARATORS: Final = "Tt "
 _fromisoformat = datetime.fromisoformat
 
 
 class TimeFormatError(ValueError):
-    """A timestamp that is not one of the formats the vendors send."""
+    """A timestamp that is not one of the formats the vendors send; ``text`` is the input."""
+
+    def __init__(self, message: str, text: object = None) -> None:
+        super().__init__(message)
+        self.text = text
 
 
 @lru_cache(maxsize=64)
@@ -45,7 +51,7 @@ def zone(name: str) -> tzinfo:
 
 def _invalid(text: str) -> TimeFormatError:
     shown = text if len(text) <= 64 else text[:61] + "..."
-    return TimeFormatError(f"not a timestamp: {shown!r}")
+    return TimeFormatError(f"not a timestamp: {shown!r}", text)
 
 
 def to_epoch_ms(text: str, local_zone: tzinfo = UTC) -> int:
@@ -56,11 +62,11 @@ def to_epoch_ms(text: str, local_zone: tzinfo = UTC) -> int:
     Raises :class:`TimeFormatError` (a ValueError) for anything that is not a date and a time.
     """
     if type(text) is not str:
-        raise TimeFormatError(f"timestamp must be a string, got {type(text).__name__}")
-    # fromisoformat also takes a bare date and any separator character; vendors always send a
-    # time, so demand 'T' or a space where ISO puts it (index 10 extended, 8 basic).
-    n = len(text)
-    if n < 13 or text[10 if text[4:5] == "-" else 8] not in "Tt ":
+        raise TimeFormatError(f"timestamp must be a string, got {type(text).__name__}", text)
+    # fromisoformat also takes a bare date (always < 13 characters) and any separator
+    # character; vendors always send a time, so demand 'T' or a space where ISO puts it
+    # (index 10 in the extended format, 8 in the basic one).
+    if len(text) < 13 or (text[10] not in _SEPARATORS and text[8] not in _SEPARATORS):
         raise _invalid(text)
     try:
         d = _fromisoformat(text)
@@ -80,25 +86,33 @@ def to_epoch_ms(text: str, local_zone: tzinfo = UTC) -> int:
 class TimeParser:
     """``to_epoch_ms`` bound to one local zone, with a small memo of recent strings.
 
-    One instance per configured zone; not thread-safe in the sense that two threads may both
-    fill the memo, which is harmless. The memo is a plain dict cleared when full: bounded
-    memory, no per-hit bookkeeping.
+    Call the instance, or hand :attr:`parse` (a plain closure, cheaper to call) to the hot path.
+    The memo is a dict cleared when full: bounded memory and no per-hit bookkeeping; two
+    threads filling it at once is harmless.
     """
 
-    __slots__ = ("_memo", "_memo_size", "local_zone")
+    __slots__ = ("local_zone", "parse")
 
     def __init__(self, local_zone: str | tzinfo = DEFAULT_ZONE, *, memo_size: int = 4096) -> None:
-        self.local_zone: tzinfo = zone(local_zone) if isinstance(local_zone, str) else local_zone
-        self._memo: dict[str, int] = {}
-        self._memo_size = memo_size
+        zone_info = zone(local_zone) if isinstance(local_zone, str) else local_zone
+        self.local_zone: tzinfo = zone_info
+        memo: dict[str, int] = {}
+        recall = memo.get
+
+        def parse(text: str) -> int:
+            """Epoch milliseconds of ``text``; TimeFormatError (ValueError) on garbage."""
+            ms = recall(text)
+            if ms is None:
+                ms = to_epoch_ms(text, zone_info)
+                if len(memo) >= memo_size:
+                    memo.clear()
+                memo[text] = ms
+            return ms
+
+        self.parse: Callable[[str], int] = parse
 
     def __call__(self, text: str) -> int:
         """Epoch milliseconds of ``text``; TimeFormatError (ValueError) on garbage."""
-        memo = self._memo
-        ms = memo.get(text) if type(text) is str else None
-        if ms is None:
-            ms = to_epoch_ms(text, self.local_zone)
-            if len(memo) >= self._memo_size:
-                memo.clear()
-            memo[text] = ms
-        return ms
+        if type(text) is not str:
+            return to_epoch_ms(text, self.local_zone)  # raises the TimeFormatError
+        return self.parse(text)

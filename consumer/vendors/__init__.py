@@ -1,17 +1,21 @@
 """Vendor adapters: pure functions from a parsed JSON object to a canonical InstanceEvent.
 
 Each vendor module exposes ``adapt_*(obj, parse_time) -> InstanceEvent`` per envelope it
-understands. ``parse_time`` is injected (a :class:`consumer.timeparse.TimeParser`) so the
+understands. ``parse_time`` is injected (:meth:`consumer.timeparse.TimeParser.parse`) so the
 configured local zone reaches JD's zone-less times without globals. Adapters raise
 :class:`consumer.errors.InvalidEvent` naming the offending field; the normalizer turns anything
-else they might raise into InvalidEvent too. This module holds the small field readers they
-share: strict about types, because a wrong type is a producer bug the DLQ should name.
+else they might raise into InvalidEvent too. Types are checked strictly, because a wrong type is
+a producer bug the DLQ should name.
+
+This is the hot path, so adapters read fields with ``dict.get`` and test the common case
+inline (``type(v) is str and v``); the helpers here are the slow paths that decide between
+"absent" (None) and "wrong" (InvalidEvent), and the attribute copier.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
-from typing import TypeAlias
+from collections.abc import Callable, Iterable, Set
+from typing import NoReturn, TypeAlias
 
 import orjson
 
@@ -24,51 +28,54 @@ TimeParse: TypeAlias = Callable[[str], int]
 Adapter: TypeAlias = Callable[[JsonObject, TimeParse], InstanceEvent]
 
 
-def _type_error(where: str, key: str, expected: str, value: object) -> InvalidEvent:
-    return InvalidEvent(f"{where}{key} must be {expected}, got {type(value).__name__}")
-
-
-def opt_str(obj: JsonObject, key: str, where: str) -> str | None:
-    """``obj[key]`` when it is a non-empty string; None when absent, null or empty."""
-    value = obj.get(key)
-    if type(value) is str:
-        return value or None
-    if value is None:
+def absent(value: object, key: str, where: str, expected: str = "a string") -> str | None:
+    """Slow path of an optional field that is not a non-empty string: None when it is null or
+    ``""``, InvalidEvent naming the field otherwise. (Typed ``str | None`` so that callers can
+    assign it where the field would have been.)"""
+    if value is None or value == "":
         return None
-    raise _type_error(where, key, "a string", value)
+    raise InvalidEvent(f"{where}{key} must be {expected}, got {type(value).__name__}")
 
 
-def req_str(obj: JsonObject, key: str, where: str) -> str:
-    """``obj[key]``, which must be a non-empty string."""
-    value = obj.get(key)
-    if type(value) is str and value:
-        return value
+def absent_time(value: object, key: str, where: str) -> int | None:
+    """:func:`absent` for a timestamp field."""
+    absent(value, key, where, "a timestamp string")
+    return None
+
+
+def required(value: object, key: str, where: str, expected: str = "a string") -> NoReturn:
+    """Slow path of a required field that is not what it must be."""
     if value is None or value == "":
         raise InvalidEvent(f"{where}{key} is required")
-    raise _type_error(where, key, "a string", value)
+    raise InvalidEvent(f"{where}{key} must be {expected}, got {type(value).__name__}")
 
 
-def req_obj(obj: JsonObject, key: str, where: str) -> JsonObject:
+def required_object(obj: JsonObject, key: str, where: str) -> JsonObject:
     """``obj[key]``, which must be a JSON object."""
     value = obj.get(key)
     if type(value) is dict:
         return value
-    if value is None:
-        raise InvalidEvent(f"{where}{key} is required")
-    raise _type_error(where, key, "an object", value)
+    required(value, key, where, "an object")
 
 
-def opt_time(obj: JsonObject, key: str, where: str, parse: TimeParse) -> int | None:
-    """Epoch ms of the timestamp ``obj[key]``; None when absent, null or empty."""
-    value = obj.get(key)
-    if value is None or value == "":
-        return None
-    if type(value) is not str:
-        raise _type_error(where, key, "a timestamp string", value)
-    try:
-        return parse(value)
-    except TimeFormatError as exc:
-        raise InvalidEvent(f"{where}{key}: {exc}") from None
+def time_or_none(value: object, key: str, where: str, parse: TimeParse) -> int | None:
+    """Epoch ms of an optional timestamp field; None when null or empty."""
+    if type(value) is str and value:
+        try:
+            return parse(value)
+        except TimeFormatError as exc:
+            raise InvalidEvent(f"{where}{key}: {exc}") from None
+    return absent_time(value, key, where)
+
+
+def bad_time(obj: JsonObject, keys: Iterable[str], where: str,
+             exc: TimeFormatError) -> InvalidEvent:
+    """The InvalidEvent for a TimeFormatError raised while parsing several fields at once:
+    finds which of ``keys`` held the offending text, so the DLQ still names the field."""
+    for key in keys:
+        if obj.get(key) == exc.text:
+            return InvalidEvent(f"{where}{key}: {exc}")
+    return InvalidEvent(f"{where.rstrip('. ')}: {exc}")
 
 
 def attr_value(value: object) -> str | None:
@@ -91,10 +98,16 @@ def _encode(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def copy_extras(obj: JsonObject, mapped: Collection[str], into: dict[str, str]) -> None:
-    """Copy every field of ``obj`` not in ``mapped`` into the attribute map ``into``."""
-    for key, value in obj.items():
-        if key not in mapped:
+def copy_extras(obj: JsonObject, mapped: Set[str], into: dict[str, str]) -> None:
+    """Copy every field of ``obj`` not in ``mapped`` into the attribute map ``into``.
+
+    The set difference runs in C and is usually empty or tiny; sorting it keeps the map's order
+    (and so the encoded Avro bytes) the same in every process, whatever the hash seed.
+    """
+    extras = obj.keys() - mapped
+    if extras:
+        for key in sorted(extras):
+            value = obj[key]
             if type(value) is str:
                 into[key] = value
             elif value is not None:

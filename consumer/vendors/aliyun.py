@@ -25,24 +25,28 @@ from typing import Final
 
 from consumer.errors import InvalidEvent
 from consumer.model import InstanceEvent
-from consumer.operations import lookup, mechanical_operation, phase_of
+from consumer.operations import OPERATIONS, mechanical_operation, phase_of
+from consumer.timeparse import TimeFormatError
 from consumer.vendors import (
     JsonObject,
     TimeParse,
+    absent,
+    absent_time,
+    bad_time,
     copy_extras,
-    opt_str,
-    opt_time,
-    req_obj,
-    req_str,
+    required,
+    required_object,
+    time_or_none,
 )
 
 SOURCE_CLOUDMONITOR: Final = "aliyun.cloudmonitor"
 SOURCE_EVENTBRIDGE: Final = "aliyun.eventbridge"
 
+_TIME_FIELDS: Final = ("publishTime", "notBefore", "executeStartTime", "executeFinishTime",
+                       "startTime", "endTime", "intervalStart", "intervalEnd")
 _BODY_MAPPED: Final = frozenset({
     "eventId", "eventType", "eventStatus", "status", "instanceId", "resourceId", "state",
-    "publishTime", "notBefore", "executeStartTime", "executeFinishTime",
-    "startTime", "endTime", "intervalStart", "intervalEnd",
+    *_TIME_FIELDS,
 })
 # Format markers (product, specversion, source) are implied by source_format; ``name``,
 # ``instanceName``, ``type``, ``subject`` and the other aliyun* fields stay attributes.
@@ -52,95 +56,107 @@ _CLOUDMONITOR_MAPPED: Final = frozenset({
 _EVENTBRIDGE_MAPPED: Final = frozenset({
     "id", "source", "specversion", "time", "data", "aliyunaccountid", "aliyunregionid",
 })
+_spec_of = OPERATIONS.get
 
 
 def adapt_cloudmonitor(obj: JsonObject, parse_time: TimeParse) -> InstanceEvent:
     """A CloudMonitor notification (the document's format)."""
-    where = "aliyun: "
-    content = req_obj(obj, "content", where)
-    name_code, name_status = _split_name(req_str(obj, "name", where), 0)
-    event_time = opt_time(obj, "eventTime", where, parse_time)
-    if event_time is None:
-        raise InvalidEvent("aliyun: eventTime is required")
-    attributes: dict[str, str] = {}
-    copy_extras(obj, _CLOUDMONITOR_MAPPED, attributes)
-    return _adapt(
-        content, "aliyun: content.", parse_time, name_code, name_status, event_time,
-        region=opt_str(obj, "regionId", where),
-        account=opt_str(obj, "userId", where),
-        arn=opt_str(obj, "resourceId", where),
-        notification_id=opt_str(obj, "id", where),
-        level=opt_str(obj, "level", where),
-        attributes=attributes,
-        source_format=SOURCE_CLOUDMONITOR,
-    )
+    return _adapt(obj, required_object(obj, "content", "aliyun: "), "aliyun: content.",
+                  parse_time, name_key="name", prefixes=0, time_key="eventTime",
+                  region_key="regionId", account_key="userId", arn_key="resourceId",
+                  level_key="level", mapped=_CLOUDMONITOR_MAPPED,
+                  source_format=SOURCE_CLOUDMONITOR)
 
 
 def adapt_eventbridge(obj: JsonObject, parse_time: TimeParse) -> InstanceEvent:
-    """An EventBridge CloudEvent from source ``acs.ecs``."""
-    where = "aliyun: "
-    data = req_obj(obj, "data", where)
-    # type is ecs:<Resource>:<EventType>[:<Status>]; skip the service prefix.
-    type_code, type_status = _split_name(req_str(obj, "type", where), 1)
-    event_time = opt_time(obj, "time", where, parse_time)
+    """An EventBridge CloudEvent from source ``acs.ecs``; ``type`` is ecs:<Resource>:<Code>."""
+    return _adapt(obj, required_object(obj, "data", "aliyun: "), "aliyun: data.",
+                  parse_time, name_key="type", prefixes=1, time_key="time",
+                  region_key="aliyunregionid", account_key="aliyunaccountid",
+                  arn_key="subject", level_key=None, mapped=_EVENTBRIDGE_MAPPED,
+                  source_format=SOURCE_EVENTBRIDGE)
+
+
+def _adapt(top: JsonObject, body: JsonObject, where: str, parse_time: TimeParse, *,
+           name_key: str, prefixes: int, time_key: str, region_key: str, account_key: str,
+           arn_key: str, level_key: str | None, mapped: frozenset[str],
+           source_format: str) -> InstanceEvent:
+    """Both envelopes: ``top`` is the envelope, ``body`` its content/data; keys name fields."""
+    outer = "aliyun: "
+    name = top.get(name_key)
+    if type(name) is not str or not name:
+        required(name, name_key, outer)
+    region, account = top.get(region_key), top.get(account_key)
+    note = top.get("id")
+    level = top.get(level_key) if level_key is not None else None
+    if type(region) is not str or not region:
+        region = absent(region, region_key, outer)
+    if type(account) is not str or not account:
+        account = absent(account, account_key, outer)
+    if type(note) is not str or not note:
+        note = absent(note, "id", outer)
+    if type(level) is not str or not level:
+        level = absent(level, str(level_key), outer)
+    event_time = time_or_none(top.get(time_key), time_key, outer, parse_time)
     if event_time is None:
-        raise InvalidEvent("aliyun: time is required")
-    attributes: dict[str, str] = {}
-    copy_extras(obj, _EVENTBRIDGE_MAPPED, attributes)
-    return _adapt(
-        data, "aliyun: data.", parse_time, type_code, type_status, event_time,
-        region=opt_str(obj, "aliyunregionid", where),
-        account=opt_str(obj, "aliyunaccountid", where),
-        arn=opt_str(obj, "subject", where),
-        notification_id=opt_str(obj, "id", where),
-        level=None,
-        attributes=attributes,
-        source_format=SOURCE_EVENTBRIDGE,
-    )
+        raise InvalidEvent(f"{outer}{time_key} is required")
 
+    get = body.get
+    code, status, event_id = get("eventType"), get("eventStatus"), get("eventId")
+    instance_id, state = get("instanceId"), get("state")
+    if type(code) is not str or not code:
+        code = absent(code, "eventType", where)
+    if type(status) is not str or not status:
+        status = absent(status, "eventStatus", where)
+    if type(event_id) is not str or not event_id:
+        event_id = absent(event_id, "eventId", where)
+    if type(state) is not str or not state:
+        state = absent(state, "state", where)
+    if code is None or status is None:
+        # The body's eventType/eventStatus win over Instance:<Code>:<Status>; fall back on it.
+        name_code, name_status = _split_name(name, prefixes)
+        code = code or name_code
+        if code is None:
+            raise InvalidEvent(f"{where}eventType is required (and {name_key} carries no code)")
+        if status is None:
+            status = get("status")  # live migration: started/accomplished/failed
+            if type(status) is not str or not status:
+                status = absent(status, "status", where) or name_status
 
-def _split_name(name: str, skip: int) -> tuple[str | None, str | None]:
-    """(event code, status suffix) of ``Instance:Code[:Status]`` after ``skip`` prefixes."""
-    parts = name.split(":", skip + 2)
-    if len(parts) == 1:  # a bare code, no resource prefix
-        return parts[0], None
-    code = parts[skip + 1] if len(parts) > skip + 1 else None
-    status = parts[skip + 2] if len(parts) > skip + 2 else None
-    return code or None, status or None
-
-
-def _adapt(body: JsonObject, where: str, parse_time: TimeParse, name_code: str | None,
-           name_status: str | None, event_time: int, *, region: str | None,
-           account: str | None, arn: str | None, notification_id: str | None,
-           level: str | None, attributes: dict[str, str], source_format: str) -> InstanceEvent:
-    code = opt_str(body, "eventType", where) or name_code
-    if code is None:
-        raise InvalidEvent(f"{where}eventType is required (and the name carries no code)")
-    spec = lookup(code)
-    status = (opt_str(body, "eventStatus", where) or opt_str(body, "status", where)
-              or name_status)
-
-    instance_id = opt_str(body, "instanceId", where) or opt_str(body, "resourceId", where)
+    if type(instance_id) is not str or not instance_id:
+        instance_id = absent(instance_id, "instanceId", where)
+        resource = get("resourceId")  # StateChange names the instance resourceId
+        instance_id = resource if type(resource) is str and resource else absent(
+            resource, "resourceId", where)
     if instance_id is None or region is None or account is None:
+        arn = top.get(arn_key)
+        if type(arn) is not str or not arn:
+            arn = absent(arn, arn_key, outer)
         arn_region, arn_account, arn_instance = split_arn(arn)
         instance_id = instance_id or arn_instance
         region = region or arn_region
         account = account or arn_account
-    if instance_id is None:
-        raise InvalidEvent(f"{where}instanceId is required (and no instance ARN to fall back on)")
+        if instance_id is None:
+            raise InvalidEvent(f"{where}instanceId is required (and no instance ARN in "
+                               f"{arn_key})")
 
-    start = opt_time(body, "executeStartTime", where, parse_time)
-    if start is None:
-        start = opt_time(body, "startTime", where, parse_time)
-        if start is None:
-            start = opt_time(body, "intervalStart", where, parse_time)
-    end = opt_time(body, "executeFinishTime", where, parse_time)
-    if end is None:
-        end = opt_time(body, "endTime", where, parse_time)
-        if end is None:
-            end = opt_time(body, "intervalEnd", where, parse_time)
+    try:
+        publish = time_or_none(get("publishTime"), "publishTime", where, parse_time)
+        not_before = time_or_none(get("notBefore"), "notBefore", where, parse_time)
+        # One start/end pair, spelt per event: system events, live migration, burstable.
+        start = get("executeStartTime") or get("startTime") or get("intervalStart")
+        end = get("executeFinishTime") or get("endTime") or get("intervalEnd")
+        start = parse_time(start) if type(start) is str else absent_time(
+            start, "executeStartTime/startTime/intervalStart", where)
+        end = parse_time(end) if type(end) is str else absent_time(
+            end, "executeFinishTime/endTime/intervalEnd", where)
+    except TimeFormatError as exc:
+        raise bad_time(body, _TIME_FIELDS, where, exc) from None
 
+    attributes: dict[str, str] = {}
+    copy_extras(top, mapped, attributes)
     copy_extras(body, _BODY_MAPPED, attributes)
+    spec = _spec_of(code)
     return {
         "vendor": "aliyun",
         "instance_id": instance_id,
@@ -152,18 +168,28 @@ def _adapt(body: JsonObject, where: str, parse_time: TimeParse, name_code: str |
         "event_time": event_time,
         "region": region,
         "account_id": account,
-        "notification_id": notification_id,
-        "vendor_event_id": opt_str(body, "eventId", where),
+        "notification_id": note,
+        "vendor_event_id": event_id,
         "level": level,
         "previous_state": None,
-        "current_state": opt_str(body, "state", where),
-        "publish_time": opt_time(body, "publishTime", where, parse_time),
-        "not_before": opt_time(body, "notBefore", where, parse_time),
+        "current_state": state,
+        "publish_time": publish,
+        "not_before": not_before,
         "start_time": start,
         "end_time": end,
         "source_format": source_format,
         "attributes": attributes,
     }
+
+
+def _split_name(name: str, prefixes: int) -> tuple[str | None, str | None]:
+    """(event code, status suffix) of ``[svc:]Instance:Code[:Status]``, after ``prefixes``."""
+    parts = name.split(":", prefixes + 2)
+    if len(parts) == 1:  # a bare code, no resource prefix
+        return parts[0], None
+    code = parts[prefixes + 1] if len(parts) > prefixes + 1 else None
+    status = parts[prefixes + 2] if len(parts) > prefixes + 2 else None
+    return code or None, status or None
 
 
 def split_arn(arn: str | None) -> tuple[str | None, str | None, str | None]:

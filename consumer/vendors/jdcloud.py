@@ -19,15 +19,15 @@ from typing import Final
 
 from consumer.errors import InvalidEvent
 from consumer.model import InstanceEvent
-from consumer.operations import lookup, mechanical_operation, phase_of
+from consumer.operations import OPERATIONS, mechanical_operation, phase_of
 from consumer.vendors import (
     JsonObject,
     TimeParse,
+    absent,
     copy_extras,
-    opt_str,
-    opt_time,
-    req_obj,
-    req_str,
+    required,
+    required_object,
+    time_or_none,
 )
 
 SOURCE_ENVELOPE: Final = "jdcloud.envelope"
@@ -40,17 +40,26 @@ _DETAIL_MAPPED: Final = frozenset({
 })
 # ``source`` is the format marker (always jcloud.vm); ``time`` and ``resources`` stay attributes.
 _ENVELOPE_MAPPED: Final = frozenset({"detail", "id", "pin", "region", "source"})
+_spec_of = OPERATIONS.get
 
 
 def adapt_envelope(obj: JsonObject, parse_time: TimeParse) -> InstanceEvent:
     """The full cloud events envelope; ``detail`` holds the event."""
-    detail = req_obj(obj, "detail", "jdcloud: ")
+    where = "jdcloud: "
+    detail = required_object(obj, "detail", where)
+    region, pin, note = obj.get("region"), obj.get("pin"), obj.get("id")
+    if type(region) is not str or not region:
+        region = absent(region, "region", where)
+    if type(pin) is not str or not pin:
+        pin = absent(pin, "pin", where)
+    if type(note) is not str or not note:
+        note = absent(note, "id", where)
     attributes: dict[str, str] = {}
     copy_extras(obj, _ENVELOPE_MAPPED, attributes)
     event = _adapt(detail, "jdcloud: detail.", parse_time, attributes, obj)
-    event["region"] = opt_str(obj, "region", "jdcloud: ")
-    event["account_id"] = opt_str(obj, "pin", "jdcloud: ")
-    event["notification_id"] = opt_str(obj, "id", "jdcloud: ")
+    event["region"] = region
+    event["account_id"] = pin
+    event["notification_id"] = note
     event["source_format"] = SOURCE_ENVELOPE
     return event
 
@@ -62,23 +71,33 @@ def adapt_detail(obj: JsonObject, parse_time: TimeParse) -> InstanceEvent:
 
 def _adapt(detail: JsonObject, where: str, parse_time: TimeParse, attributes: dict[str, str],
            envelope: JsonObject | None) -> InstanceEvent:
-    code = req_str(detail, "eventAction", where)
-    spec = lookup(code)
-    state = opt_str(detail, "eventState", where)
+    get = detail.get
+    code, state, instance_id = get("eventAction"), get("eventState"), get("instanceId")
+    last, current = get("instanceLastState"), get("instanceCurrentState")
+    if type(code) is not str or not code:
+        required(code, "eventAction", where)
+    if type(state) is not str or not state:
+        state = absent(state, "eventState", where)
+    if type(last) is not str or not last:
+        last = absent(last, "instanceLastState", where)
+    if type(current) is not str or not current:
+        current = absent(current, "instanceCurrentState", where)
+    if type(instance_id) is not str or not instance_id:
+        instance_id = absent(instance_id, "instanceId", where)
+        if envelope is not None:
+            instance_id = _first_resource(envelope)
+        if instance_id is None:
+            raise InvalidEvent(f"{where}instanceId is required")
 
-    instance_id = opt_str(detail, "instanceId", where)
-    if instance_id is None and envelope is not None:
-        instance_id = _first_resource(envelope)
-    if instance_id is None:
-        raise InvalidEvent(f"{where}instanceId is required")
-
-    event_time = opt_time(detail, "eventTime", where, parse_time)
-    if event_time is None and envelope is not None:
-        event_time = opt_time(envelope, "time", "jdcloud: ", parse_time)
+    event_time = time_or_none(get("eventTime"), "eventTime", where, parse_time)
     if event_time is None:
-        raise InvalidEvent(f"{where}eventTime is required")
+        if envelope is not None:
+            event_time = time_or_none(envelope.get("time"), "time", "jdcloud: ", parse_time)
+        if event_time is None:
+            raise InvalidEvent(f"{where}eventTime is required")
 
     copy_extras(detail, _DETAIL_MAPPED, attributes)
+    spec = _spec_of(code)
     return {
         "vendor": "jdcloud",
         "instance_id": instance_id,
@@ -93,8 +112,8 @@ def _adapt(detail: JsonObject, where: str, parse_time: TimeParse, attributes: di
         "notification_id": None,
         "vendor_event_id": None,
         "level": None,
-        "previous_state": opt_str(detail, "instanceLastState", where),
-        "current_state": opt_str(detail, "instanceCurrentState", where),
+        "previous_state": last,
+        "current_state": current,
         "publish_time": None,
         "not_before": None,
         "start_time": None,

@@ -117,9 +117,14 @@ def test_memo_is_bounded_and_transparent() -> None:
     texts = [f"2021-02-25 20:13:3{i}" for i in range(10)]
     for i, text in enumerate(texts * 2):
         assert parse(text) == 1614255210000 + (i % 10) * 1000
-    assert len(parse._memo) <= 3
+        assert parse.parse(text) == parse(text)
+    memo = next(c.cell_contents for c in parse.parse.__closure__ or ()
+                if isinstance(c.cell_contents, dict))
+    assert len(memo) <= 3
     with pytest.raises(TimeFormatError):
         parse("garbage")
+    with pytest.raises(TimeFormatError, match="must be a string"):
+        parse(None)  # type: ignore[arg-type]
 
 
 # --- properties: every supported format round-trips to the same millisecond ---
