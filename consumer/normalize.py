@@ -44,9 +44,9 @@ def detect(obj: JsonObject) -> Adapter:
     if type(source) is str:
         if source.startswith("jcloud."):
             return jdcloud.adapt_envelope
+        if source in _ALIYUN_SOURCES:
+            return aliyun.adapt_eventbridge
         if "specversion" in obj:
-            if source in _ALIYUN_SOURCES:
-                return aliyun.adapt_eventbridge
             raise UnknownVendor(f"CloudEvent from source {_clip(source)!r}: only acs.ecs "
                                 "(Alibaba ECS) and jcloud.vm (JD Cloud VM) are supported")
     detail = obj.get("detail")
@@ -54,7 +54,7 @@ def detect(obj: JsonObject) -> Adapter:
         return jdcloud.adapt_envelope
     product = obj.get("product")
     if type(product) is str:
-        if product.upper() == "ECS" and "content" in obj:
+        if product.upper() == "ECS":
             return aliyun.adapt_cloudmonitor
         raise UnknownVendor(f"CloudMonitor event of product {_clip(product)!r}: only ECS "
                             "instance events are supported")

@@ -15,17 +15,20 @@ inline (``type(v) is str and v``); the helpers here are the slow paths that deci
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Set
-from typing import NoReturn, TypeAlias
+from typing import Final, NoReturn, TypeAlias
 
 import orjson
 
 from consumer.errors import InvalidEvent
 from consumer.model import InstanceEvent
+from consumer.operations import mechanical_operation
 from consumer.timeparse import TimeFormatError
 
 JsonObject: TypeAlias = dict[str, object]
 TimeParse: TypeAlias = Callable[[str], int]
 Adapter: TypeAlias = Callable[[JsonObject, TimeParse], InstanceEvent]
+
+MAX_CODE_LENGTH: Final = 128
 
 
 def absent(value: object, key: str, where: str, expected: str = "a string") -> str | None:
@@ -66,6 +69,16 @@ def time_or_none(value: object, key: str, where: str, parse: TimeParse) -> int |
         except TimeFormatError as exc:
             raise InvalidEvent(f"{where}{key}: {exc}") from None
     return absent_time(value, key, where)
+
+
+def unknown_operation(code: str, key: str, where: str) -> str:
+    """Operation name for a code the table does not know (known=False). A code is a short
+    dotted word; anything longer than MAX_CODE_LENGTH is garbage, and would otherwise become an
+    unbounded operation name and metrics label."""
+    if len(code) > MAX_CODE_LENGTH:
+        raise InvalidEvent(f"{where}{key} is not an event code ({len(code)} characters, at "
+                           f"most {MAX_CODE_LENGTH})")
+    return mechanical_operation(code)
 
 
 def bad_time(obj: JsonObject, keys: Iterable[str], where: str,

@@ -25,7 +25,7 @@ from typing import Final
 
 from consumer.errors import InvalidEvent
 from consumer.model import InstanceEvent
-from consumer.operations import OPERATIONS, mechanical_operation, phase_of
+from consumer.operations import OPERATIONS, phase_of
 from consumer.timeparse import TimeFormatError
 from consumer.vendors import (
     JsonObject,
@@ -37,6 +37,7 @@ from consumer.vendors import (
     required,
     required_object,
     time_or_none,
+    unknown_operation,
 )
 
 SOURCE_CLOUDMONITOR: Final = "aliyun.cloudmonitor"
@@ -161,7 +162,8 @@ def _adapt(top: JsonObject, body: JsonObject, where: str, parse_time: TimeParse,
         "vendor": "aliyun",
         "instance_id": instance_id,
         "vendor_event_code": code,
-        "operation": spec.operation if spec is not None else mechanical_operation(code),
+        "operation": (spec.operation if spec is not None
+                      else unknown_operation(code, "eventType", where)),
         "known": spec is not None,
         "phase": phase_of(status) if status is not None else None,
         "vendor_status": status,

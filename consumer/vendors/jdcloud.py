@@ -19,7 +19,7 @@ from typing import Final
 
 from consumer.errors import InvalidEvent
 from consumer.model import InstanceEvent
-from consumer.operations import OPERATIONS, mechanical_operation, phase_of
+from consumer.operations import OPERATIONS, phase_of
 from consumer.vendors import (
     JsonObject,
     TimeParse,
@@ -28,6 +28,7 @@ from consumer.vendors import (
     required,
     required_object,
     time_or_none,
+    unknown_operation,
 )
 
 SOURCE_ENVELOPE: Final = "jdcloud.envelope"
@@ -102,7 +103,8 @@ def _adapt(detail: JsonObject, where: str, parse_time: TimeParse, attributes: di
         "vendor": "jdcloud",
         "instance_id": instance_id,
         "vendor_event_code": code,
-        "operation": spec.operation if spec is not None else mechanical_operation(code),
+        "operation": (spec.operation if spec is not None
+                      else unknown_operation(code, "eventAction", where)),
         "known": spec is not None,
         "phase": phase_of(state) if state is not None else None,
         "vendor_status": state,

@@ -126,6 +126,8 @@ def test_detect_eventbridge() -> None:
     obj: dict[str, object] = {"specversion": "1.0", "source": "acs.ecs",
                               "type": "ecs:Instance:StateChange"}
     assert detect(obj) is aliyun.adapt_eventbridge
+    del obj["specversion"]  # a bridge that dropped it: the source still says who it is
+    assert detect(obj) is aliyun.adapt_eventbridge
 
 
 def test_one_normalizer_handles_both_vendors_interleaved() -> None:
@@ -152,6 +154,9 @@ def test_one_normalizer_handles_both_vendors_interleaved() -> None:
         (b'{"specversion": "1.0", "source": "acs.oss"}', UnknownVendor, "unknown_vendor"),
         (b'{"product": "RDS", "content": {}}', UnknownVendor, "unknown_vendor"),
         (b'{"eventAction": "StateChange"}', InvalidEvent, "invalid_event"),
+        (b'{"product": "ECS", "name": "Instance:StateChange"}', InvalidEvent, "invalid_event"),
+        (b'{"source": "jcloud.vm"}', InvalidEvent, "invalid_event"),
+        (b'{"source": "acs.ecs", "specversion": "1.0"}', InvalidEvent, "invalid_event"),
         (b'{"eventAction": 1, "instanceId": "i", "eventTime": "2021-02-25 20:13:35"}',
          InvalidEvent, "invalid_event"),
     ],
@@ -305,3 +310,11 @@ def test_mutated_seeds(raw: bytes) -> None:
 def test_truncated_seeds(seed: Any, data: st.DataObject) -> None:
     cut = data.draw(st.integers(0, len(seed.raw) - 1))
     normalize_or_reject(seed.raw[:cut])
+
+
+def test_absurdly_long_event_code_is_invalid_not_an_unbounded_operation() -> None:
+    obj = BY_NAME["jd_system_failure_fault"].obj | {"eventAction": "System.Failure" * 100}
+    with pytest.raises(InvalidEvent, match="eventAction is not an event code"):
+        N.normalize_obj(obj)
+    ok = BY_NAME["jd_system_failure_fault"].obj | {"eventAction": "System." + "X" * 100}
+    assert N.normalize_obj(ok)["operation"] == "system.x" + "x" * 99
