@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,6 +110,10 @@ def committed_total(bootstrap: str, group: str, topic: str) -> int:
     try:
         tps = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
         return sum(max(tp.offset, 0) for tp in tps)
+    except KafkaException as exc:
+        if exc.args[0].retriable() or exc.args[0].code() == KafkaError.NOT_COORDINATOR:
+            return 0  # the group coordinator is still loading: nothing observable yet
+        raise
     finally:
         consumer.close()
 

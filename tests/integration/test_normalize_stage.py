@@ -183,6 +183,9 @@ class AbortOnce:
         self.inner.process(messages, emit)
         if messages and not self.failed:
             self.failed = len(messages)
+            # Give librdkafka time to send the batch: the aborted records must really be on the
+            # log (abort purges what is still queued locally), or the test would prove nothing.
+            time.sleep(1.0)
             raise KafkaRuntimeError("injected", txn_requires_abort=True)
 
 
