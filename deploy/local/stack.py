@@ -57,9 +57,11 @@ DEFAULT_STATE_DIR = REPO_ROOT / ".stack"
 CCOMPAT_PATH = "/apis/ccompat/v7"
 HOST = "127.0.0.1"
 
-# Client-side JVM tuning: both JVMs are short-lived and share 2 cores with everything else, so
+# JVM tuning: both JVMs are short-lived and share 2 cores with everything else, so
 # fast startup beats peak throughput (C1 only, serial GC, class data sharing).
 FAST_JVM_FLAGS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto")
+# `up --throughput` (benchmarks): Kafka's own defaults (kafka-run-class.sh), slower to start.
+THROUGHPUT_JVM_FLAGS = ("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Xshare:auto")
 KAFKA_HEAP = "-Xmx512m"
 REGISTRY_HEAP = "-Xmx384m"
 
@@ -399,12 +401,20 @@ def _kafka_call(sock: socket.socket, api_key: int, version: int, corr: int, body
     return payload[4:]
 
 
-def kafka_ready(host: str, port: int, timeout: float = 2.0) -> bool:
-    """True once the broker is unfenced: Metadata lists at least one live broker.
+def _read_string(buf: bytes, offset: int) -> tuple[str | None, int]:
+    (length,) = struct.unpack_from(">h", buf, offset)
+    offset += 2
+    if length < 0:
+        return None, offset
+    return buf[offset : offset + length].decode(), offset + length
 
-    A TCP accept is not enough: KRaft brokers answer before they have caught up with the
-    controller, and clients then see an empty broker list. ApiVersions v0 is supported by every
-    broker (it is how clients negotiate), and tells us whether Metadata v4 is available.
+
+def kafka_metadata(host: str, port: int, timeout: float = 2.0) -> tuple[int, str | None] | None:
+    """(live broker count, cluster id) from a raw Metadata v4 request, or None if no answer.
+
+    Raw protocol rather than a client library: this runs before any virtualenv exists.
+    ApiVersions v0 is supported by every broker (it is how clients negotiate) and says whether
+    Metadata v4 is; Apache Kafka 4.x and Tansu both serve it.
     """
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
@@ -412,20 +422,41 @@ def kafka_ready(host: str, port: int, timeout: float = 2.0) -> bool:
             api_versions = _kafka_call(sock, 18, 0, 1, b"")
             error, count = struct.unpack_from(">hi", api_versions)
             if error != 0:
-                return False
+                return None
             ranges = {}
             for index in range(count):
                 key, low, high = struct.unpack_from(">hhh", api_versions, 6 + index * 6)
                 ranges[key] = (low, high)
             low, high = ranges.get(3, (0, -1))
             if not low <= 4 <= high:
-                return True  # cannot check liveness cheaply; ApiVersions answered
+                return None
             # Metadata v4: no topics, no auto-creation.
             metadata = _kafka_call(sock, 3, 4, 2, struct.pack(">ib", 0, 0))
             (broker_count,) = struct.unpack_from(">i", metadata, 4)
-            return bool(broker_count > 0)
-    except (OSError, struct.error):
+            offset = 8
+            for _ in range(broker_count):
+                offset += 4  # node_id
+                _, offset = _read_string(metadata, offset)  # host
+                offset += 4  # port
+                _, offset = _read_string(metadata, offset)  # rack
+            cluster_id, _ = _read_string(metadata, offset)
+            return broker_count, cluster_id
+    except (OSError, struct.error, UnicodeDecodeError):
+        return None
+
+
+def kafka_ready(host: str, port: int, cluster_id: str | None = None, timeout: float = 2.0) -> bool:
+    """True once the broker is unfenced: Metadata lists at least one live broker.
+
+    A TCP accept is not enough: KRaft brokers answer before they have caught up with the
+    controller, and clients then see an empty broker list. With ``cluster_id``, only our own
+    broker counts: on a shared machine another stack may hold a port we were handed.
+    """
+    answer = kafka_metadata(host, port, timeout)
+    if answer is None:
         return False
+    brokers, cid = answer
+    return brokers > 0 and (cluster_id is None or cid == cluster_id)
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
@@ -584,12 +615,24 @@ def _save_info(info: StackInfo) -> None:
     (state_dir / "env").write_text(info.exports())
 
 
-def _cluster_id() -> str:
-    """16 random bytes, URL-safe base64 without padding, not starting with '-' (CLI-safe)."""
+def _new_cluster_id(state_dir: Path) -> str:
+    """16 random bytes, URL-safe base64 without padding, not starting with '-' (CLI-safe).
+
+    Recorded in the state dir: readiness checks that the broker answering is this one.
+    """
     while True:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         if not cid.startswith("-"):
+            (state_dir / "cluster.id").write_text(cid + "\n")
             return cid
+
+
+def _our_broker_ready(state_dir: Path, port: int) -> bool:
+    try:
+        cluster_id = (state_dir / "cluster.id").read_text().strip()
+    except OSError:
+        return False
+    return kafka_ready(HOST, port, cluster_id)
 
 
 def _kafka_properties(port: int, controller_port: int, data_dir: Path) -> str:
@@ -665,20 +708,15 @@ def _launch_kafka(jvm: Jvm, libs: Path) -> Launcher:
         props.write_text(_kafka_properties(port, free_port(), data_dir))
         log4j = state_dir / "log4j2.properties"
         log4j.write_text(LOG4J2_PROPERTIES)
-        common = [
-            *FAST_JVM_FLAGS,
-            "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={log4j}",
-            "-cp",
-            f"{libs}/*",
-        ]
-        fmt = [jvm.path, *common, *_cds_flags(_kafka_archive(jvm)), "kafka.tools.StorageTool"]
-        fmt += ["format", f"--cluster-id={_cluster_id()}", "-c", str(props)]
+        common = ["-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
+        fmt = [jvm.path, *FAST_JVM_FLAGS, *_cds_flags(_kafka_archive(jvm)), *common]
+        fmt += ["kafka.tools.StorageTool"]
+        fmt += ["format", f"--cluster-id={_new_cluster_id(state_dir)}", "-c", str(props)]
         result = subprocess.run(fmt, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             detail = (result.stdout + result.stderr).strip().splitlines()[-3:]
             raise StackError("Kafka storage format failed: " + " | ".join(detail))
-        cmd = [jvm.path, KAFKA_HEAP, *common, *jvm_flags, "kafka.Kafka", str(props)]
+        cmd = [jvm.path, KAFKA_HEAP, *jvm_flags, *common, "kafka.Kafka", str(props)]
         return _spawn(state_dir, "kafka", cmd, attached=attached)
 
     return launch
@@ -691,7 +729,6 @@ def _launch_registry(jvm: Jvm, jar: Path) -> Launcher:
         cmd = [
             jvm.path,
             REGISTRY_HEAP,
-            *FAST_JVM_FLAGS,
             *jvm_flags,
             f"-Dquarkus.http.host={HOST}",
             f"-Dquarkus.http.port={port}",
@@ -718,15 +755,18 @@ def _launch_registry(jvm: Jvm, jar: Path) -> Launcher:
 @dataclasses.dataclass(frozen=True)
 class _Training:
     launch: Launcher
-    ready: Callable[[int], bool]
+    ready: Callable[[Path, int], bool]  # (state dir, port)
 
 
 def _train_kafka(jvm: Jvm, libs: Path) -> _Training:
-    return _Training(_launch_kafka(jvm, libs), lambda port: kafka_ready(HOST, port))
+    return _Training(_launch_kafka(jvm, libs), _our_broker_ready)
 
 
 def _train_registry(jvm: Jvm, jar: Path) -> _Training:
-    return _Training(_launch_registry(jvm, jar), lambda port: http_ok(f"http://{HOST}:{port}{CCOMPAT_PATH}"))
+    def ready(_: Path, port: int) -> bool:
+        return http_ok(f"http://{HOST}:{port}{CCOMPAT_PATH}")
+
+    return _Training(_launch_registry(jvm, jar), ready)
 
 
 def _ensure_archive(name: str, jvm: Jvm, archive: Path, training: _Training) -> None:
@@ -748,9 +788,10 @@ def _ensure_archive(name: str, jvm: Jvm, archive: Path, training: _Training) -> 
         workdir = _fresh_dir(archive.parent / f".train-{name}-{os.getpid()}")
         partial = workdir / "archive.jsa"
         port = free_port()
-        proc = training.launch(workdir, port, [f"-XX:ArchiveClassesAtExit={partial}"], True)
+        flags = [*FAST_JVM_FLAGS, f"-XX:ArchiveClassesAtExit={partial}"]
+        proc = training.launch(workdir, port, flags, True)
         try:
-            _wait(name, proc, lambda: training.ready(port), 180.0, workdir)
+            _wait(name, proc, lambda: training.ready(workdir, port), 180.0, workdir)
         except StackError as exc:
             log(f"warning: no class-data archive for {name}: {str(exc).splitlines()[0]}")
         finally:
@@ -792,6 +833,8 @@ def _start_tansu(state_dir: Path, binary: Path, port: int, attached: bool) -> su
         url,
         "--storage-engine",
         "memory://tansu/",
+        "--cluster-id",
+        _new_cluster_id(state_dir),
     ]
     return _spawn(state_dir, "tansu", cmd, attached=attached)
 
@@ -812,10 +855,12 @@ def up(
     timeout: float = 180.0,
     parallel: bool = True,
     attached: bool = False,
+    throughput: bool = False,
 ) -> StackInfo:
     """Start the stack and wait until it serves; on failure stop whatever this call started.
 
     ``attached``: the processes die with the caller (for pytest); else they outlive it.
+    ``throughput``: Kafka's production JVM settings instead of fast-start ones (benchmarks).
     """
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -827,65 +872,111 @@ def up(
             log(f"already running in {state_dir} ({', '.join(sorted(alive))})")
             return info
         raise StackError(f"a different stack is running in {state_dir}; run `down` first")
-
     for name in COMPONENTS:
         _pid_file(state_dir, name).unlink(missing_ok=True)
-    kport = kafka_port or free_port()
-    bootstrap = f"{HOST}:{kport}"
-    registry_url: str | None = None
+
+    plan = _Plan(state_dir=state_dir, timeout=timeout, parallel=parallel, attached=attached)
+    tuning = THROUGHPUT_JVM_FLAGS if throughput else FAST_JVM_FLAGS
     try:
         if tansu:
-            binary = find_tansu(python)
+            plan.tansu = find_tansu(python)
         else:
             prepare(registry=registry)  # fetch + class-data archives; no-op once cached
-        registry_launch = None
+            jvm = java_executable()
+            flags = [*tuning, *_cds_flags(_kafka_archive(jvm))]
+            plan.kafka = (_launch_kafka(jvm, fetch_kafka()), flags)
         if registry:
             rjvm = registry_java()
-            registry_launch = _launch_registry(rjvm, fetch_registry())
-            registry_flags = _cds_flags(_registry_archive(rjvm))
+            flags = [*tuning, *_cds_flags(_registry_archive(rjvm))]
+            plan.registry = (_launch_registry(rjvm, fetch_registry()), flags)
+        # Free ports are picked before the processes bind them; on a busy machine another
+        # process can take one in between. Picked ports get one retry, given ones do not.
+        retries = 0 if kafka_port or registry_port else 1
+        while True:
+            try:
+                info = plan.start(kafka_port or free_port(), registry_port or free_port())
+                break
+            except StackError:
+                if retries == 0 or not _port_clash(state_dir):
+                    raise
+                retries -= 1
+                log("a port was taken meanwhile; retrying on other ports")
+                down(state_dir, quiet=True)
+    except BaseException:
+        down(state_dir, quiet=True)
+        raise
+    _save_info(info)
+    return info
+
+
+def _port_clash(state_dir: Path) -> bool:
+    """Did a component fail because its port was taken (JVMs and Tansu say it alike)?"""
+    for log_file in state_dir.glob("*.log"):
+        with contextlib.suppress(OSError):
+            text = log_file.read_text(errors="replace")
+            if "Address already in use" in text or "AddrInUse" in text:
+                return True
+    return False
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What `up` decided to start; `start` is one attempt at given ports."""
+
+    state_dir: Path
+    timeout: float
+    parallel: bool
+    attached: bool
+    tansu: Path | None = None
+    kafka: tuple[Launcher, list[str]] | None = None
+    registry: tuple[Launcher, list[str]] | None = None
+
+    def start(self, kport: int, rport: int) -> StackInfo:
+        bootstrap = f"{HOST}:{kport}"
         started = time.monotonic()
-        if tansu:
+        if self.tansu is not None:
+            name = "tansu"
             log(f"starting Tansu on {bootstrap}")
-            proc = _start_tansu(state_dir, binary, kport, attached)
+            proc = _start_tansu(self.state_dir, self.tansu, kport, self.attached)
         else:
-            jvm = java_executable()
+            assert self.kafka is not None
+            name = "kafka"
             log(f"starting Apache Kafka {KAFKA_VERSION} on {bootstrap}")
-            launch = _launch_kafka(jvm, fetch_kafka())
-            proc = launch(state_dir, kport, _cds_flags(_kafka_archive(jvm)), attached)
+            launch, flags = self.kafka
+            proc = launch(self.state_dir, kport, flags, self.attached)
+
+        def broker_ready() -> bool:
+            return _our_broker_ready(self.state_dir, kport)
+
+        registry_url = None
         rproc = None
         rstarted = started
-        if registry_launch is not None:
-            rport = registry_port or free_port()
+        if self.registry is not None:
             registry_url = f"http://{HOST}:{rport}{CCOMPAT_PATH}"
-            if not parallel:
-                _wait("kafka", proc, lambda: kafka_ready(HOST, kport), timeout, state_dir)
+            if not self.parallel:
+                _wait(name, proc, broker_ready, self.timeout, self.state_dir)
             # By default started before the broker answers: the two JVMs boot side by side.
             log(f"starting Apicurio Registry {APICURIO_VERSION} on {HOST}:{rport}")
             rstarted = time.monotonic()
-            rproc = registry_launch(state_dir, rport, registry_flags, attached)
-        name = "tansu" if tansu else "kafka"
-        _wait(name, proc, lambda: kafka_ready(HOST, kport), timeout, state_dir)
+            launch, flags = self.registry
+            rproc = launch(self.state_dir, rport, flags, self.attached)
+        _wait(name, proc, broker_ready, self.timeout, self.state_dir)
         kafka_seconds = time.monotonic() - started
         log(f"{name} ready on {bootstrap} after {kafka_seconds:.1f}s")
         registry_seconds = 0.0
         if rproc is not None:
             url = f"{registry_url}/subjects"
-            _wait("registry", rproc, lambda: http_ok(url), timeout, state_dir)
+            _wait("registry", rproc, lambda: http_ok(url), self.timeout, self.state_dir)
             registry_seconds = time.monotonic() - rstarted
             log(f"registry ready on {registry_url} after {registry_seconds:.1f}s")
-    except BaseException:
-        down(state_dir, quiet=True)
-        raise
-    info = StackInfo(
-        flavor="tansu" if tansu else "apache",
-        bootstrap=bootstrap,
-        registry_url=registry_url,
-        state_dir=str(state_dir),
-        kafka_seconds=round(kafka_seconds, 1),
-        registry_seconds=round(registry_seconds, 1),
-    )
-    _save_info(info)
-    return info
+        return StackInfo(
+            flavor="tansu" if self.tansu is not None else "apache",
+            bootstrap=bootstrap,
+            registry_url=registry_url,
+            state_dir=str(self.state_dir),
+            kafka_seconds=round(kafka_seconds, 1),
+            registry_seconds=round(registry_seconds, 1),
+        )
 
 
 def down(state_dir: Path = DEFAULT_STATE_DIR, *, purge: bool = False, quiet: bool = False) -> None:
@@ -914,8 +1005,8 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> bool:
         return False
     healthy = True
     if info is not None:
-        host, _, port = info.bootstrap.rpartition(":")
-        ok = kafka_ready(host, int(port))
+        port = info.bootstrap.rpartition(":")[2]
+        ok = _our_broker_ready(state_dir, int(port))
         healthy &= ok
         log(f"{info.flavor} broker {info.bootstrap}: {'ready' if ok else 'NOT answering'}")
         if info.registry_url:
@@ -953,6 +1044,9 @@ def _parser() -> argparse.ArgumentParser:
     up_cmd.add_argument(
         "--sequential", action="store_true", help="start the registry after the broker answers"
     )
+    up_cmd.add_argument(
+        "--throughput", action="store_true", help="JVMs tuned for throughput, not start time (benchmarks)"
+    )
 
     down_cmd = sub.add_parser("down", parents=[state], help="stop what `up` started")
     down_cmd.add_argument("--purge", action="store_true", help="also delete the state dir")
@@ -976,6 +1070,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 python=args.python,
                 timeout=args.timeout,
                 parallel=not args.sequential,
+                throughput=args.throughput,
             )
             log(f"env written to {Path(info.state_dir) / 'env'}")
             sys.stdout.write(info.exports())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from typing import Any, cast
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
@@ -25,7 +26,8 @@ def _read_to_end(kafka: KafkaStack, topic: str, partitions: int, isolation: str)
     Reading to partition EOF rather than "until N records" is what makes the aborted-records
     assertion meaningful: nothing can still be on its way when we stop.
     """
-    consumer = Consumer(kafka.consumer_config(**{"isolation.level": isolation, "enable.partition.eof": True}))
+    settings: dict[str, Any] = {"isolation.level": isolation, "enable.partition.eof": True}
+    consumer = Consumer(kafka.consumer_config(**settings))
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     values: list[bytes] = []
     at_eof: set[int] = set()
@@ -39,9 +41,9 @@ def _read_to_end(kafka: KafkaStack, topic: str, partitions: int, isolation: str)
             error = message.error()
             if error is not None:
                 assert error.code() == KafkaError._PARTITION_EOF, error.str()
-                at_eof.add(message.partition())
+                at_eof.add(cast(int, message.partition()))
                 continue
-            values.append(message.value())
+            values.append(cast(bytes, message.value()))
     finally:
         consumer.close()
     return values
