@@ -142,11 +142,14 @@ def _adapt(top: JsonObject, body: JsonObject, where: str, parse_time: TimeParse,
                                f"{arn_key})")
 
     try:
-        publish = time_or_none(get("publishTime"), "publishTime", where, parse_time)
-        not_before = time_or_none(get("notBefore"), "notBefore", where, parse_time)
+        publish, not_before = get("publishTime"), get("notBefore")
         # One start/end pair, spelt per event: system events, live migration, burstable.
         start = get("executeStartTime") or get("startTime") or get("intervalStart")
         end = get("executeFinishTime") or get("endTime") or get("intervalEnd")
+        publish = parse_time(publish) if type(publish) is str and publish else absent_time(
+            publish, "publishTime", where)
+        not_before = (parse_time(not_before) if type(not_before) is str and not_before
+                      else absent_time(not_before, "notBefore", where))
         start = parse_time(start) if type(start) is str else absent_time(
             start, "executeStartTime/startTime/intervalStart", where)
         end = parse_time(end) if type(end) is str else absent_time(
