@@ -166,13 +166,18 @@ def _produce(settings: Settings, topic: str, payloads: list[bytes]) -> None:
     progress.close()
 
 
-def _ensure_broker() -> dict[str, str]:
-    """Use KAFKA_BOOTSTRAP_SERVERS when set, else start the project's local stack."""
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        return {}
-    state = ROOT / ".stack"
-    subprocess.run([sys.executable, str(ROOT / "deploy/local/stack.py"), "up", "--registry",
-                    "--state-dir", str(state)], check=True)
+STACK_STATE = ROOT / ".bench" / "stack"
+
+
+def _stack(*args: str) -> None:
+    subprocess.run([sys.executable, str(ROOT / "deploy/local/stack.py"), *args,
+                    "--state-dir", str(STACK_STATE)], check=True, stdout=subprocess.DEVNULL)
+
+
+def _start_broker() -> dict[str, str]:
+    """Start the project's local stack with throughput JVM settings; returns its environment."""
+    _stack("up", "--registry", "--throughput")
+    state = STACK_STATE
     env = {}
     for line in (state / "env").read_text().splitlines():
         key, _, value = line.removeprefix("export ").partition("=")
@@ -182,8 +187,6 @@ def _ensure_broker() -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from consumer import synthetic
-
     parser = argparse.ArgumentParser(prog="vmevents bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000, help="raw events per run")
@@ -193,7 +196,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--registry", action="store_true",
                         help="use SCHEMA_REGISTRY_URL (Confluent framing) instead of single-object")
     args = parser.parse_args(argv)
-    os.environ.update(_ensure_broker())
+    started = not os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if started:
+        os.environ.update(_start_broker())
+    try:
+        return _run(args)
+    finally:
+        if started:
+            _stack("down")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from consumer import synthetic
+
     base = load_settings()
     if not args.registry:
         base = replace(base, schema_registry_url=None)

@@ -100,9 +100,9 @@ def cmd_correlate(args: argparse.Namespace, settings: Settings) -> int:
     for outcome in correlator.expire(watermark[0]):
         out.write(to_json_line(outcome, ts))
     out.flush()
-    pending = correlator.pending()
-    for item in pending:
-        sys.stderr.buffer.write(orjson.dumps({"pending": item}) + b"\n")
+    pending = [state for key, state in correlator.snapshot().items() if key.startswith("p|")]
+    for state in pending:
+        sys.stderr.buffer.write(orjson.dumps({"pending": state}) + b"\n")
     if pending:
         print(f"vmevents: {len(pending)} operations still pending at the end of the input",
               file=sys.stderr)

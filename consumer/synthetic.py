@@ -90,18 +90,26 @@ def operations(n: int, *, instances: int = 500, seed: int = 7,
     return ops
 
 
-def stream(ops: list[Operation], *, seed: int = 11, shuffle_window: int = 0) -> list[bytes]:
-    """Raw events in time order (optionally locally shuffled, as vendors deliver them)."""
+def keyed_stream(ops: list[Operation], *, late_start: float = 0.0,
+                 seed: int = 11) -> list[tuple[bytes, bytes]]:
+    """``(instance id, raw event)`` in time order, as a bridge keyed by instance would deliver.
+
+    ``late_start`` of the operations have their Executed delivered just before their Executing
+    (vendors deliver at least once and out of order); other operations keep time order, so an
+    instance's consecutive operations never interleave and the ground truth stays unambiguous.
+    """
+    rng = random.Random(seed)
     timed = []
     for op in ops:
-        timed.append((op.started_ms, 0, op.raw[0]))
-        timed.append((op.started_ms + op.duration_ms, 1, op.raw[1]))
+        end = op.started_ms + op.duration_ms
+        end_key = (op.started_ms, 0) if rng.random() < late_start else (end, 2)
+        key = op.instance_id.encode()
+        timed.append((op.started_ms, 1, key, op.raw[0]))
+        timed.append((*end_key, key, op.raw[1]))
     timed.sort(key=lambda t: (t[0], t[1]))
-    out = [raw for _, _, raw in timed]
-    if shuffle_window > 1:
-        rng = random.Random(seed)
-        for start in range(0, len(out), shuffle_window):
-            chunk = out[start:start + shuffle_window]
-            rng.shuffle(chunk)
-            out[start:start + shuffle_window] = chunk
-    return out
+    return [(key, raw) for _, _, key, raw in timed]
+
+
+def stream(ops: list[Operation], *, late_start: float = 0.0, seed: int = 11) -> list[bytes]:
+    """Raw events only, in the order of :func:`keyed_stream`."""
+    return [raw for _, raw in keyed_stream(ops, late_start=late_start, seed=seed)]

@@ -30,11 +30,17 @@ def create_topics(bootstrap: str, topics: Mapping[str, int], config: Mapping[str
         future.result(30)
 
 
-def produce(bootstrap: str, topic: str, values: Iterable[bytes], *, keyed: bool = False) -> int:
+def produce(bootstrap: str, topic: str, values: Iterable[bytes | tuple[bytes, bytes]], *,
+            keyed: bool = False) -> int:
+    """Produce values (or ``(key, value)`` pairs); ``keyed`` keys plain values by their index."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10, "enable.idempotence": True})
     n = 0
-    for i, value in enumerate(values):
-        producer.produce(topic, value, str(i).encode() if keyed else None)
+    for i, item in enumerate(values):
+        if isinstance(item, tuple):
+            key, value = item
+        else:
+            key, value = (str(i).encode() if keyed else None), item
+        producer.produce(topic, value, key)
         n += 1
         if n % 10_000 == 0:
             producer.poll(0)
