@@ -109,7 +109,12 @@ def _child(kind: str, settings: Settings, counter: Any, first: Any, stop: Any, c
         loop = correlate_loop(settings, metrics, health)
     loop.processor = _Counting(loop.processor, counter, first)
     event = threading.Event()
-    threading.Thread(target=lambda: (stop.wait(), event.set()), daemon=True).start()
+
+    def relay() -> None:  # a multiprocessing Event cannot be passed where threading's is expected
+        stop.wait()
+        event.set()
+
+    threading.Thread(target=relay, daemon=True).start()
     loop.run(event)
 
 
@@ -135,7 +140,7 @@ def _measure(kinds: list[tuple[str, Settings, int]], total: int, label: str) -> 
             progress.done = last_counter.value
             progress.advance(0)
             time.sleep(0.02)
-        elapsed = time.perf_counter() - first_counter.value
+        elapsed = time.perf_counter() - float(first_counter.value)
     finally:
         progress.done = last_counter.value
         progress.close()

@@ -30,7 +30,8 @@ def wrap(exc: KafkaException, what: str) -> KafkaRuntimeError:
 
 def admin_client(settings: Settings, **extra: Any) -> AdminClient:
     """An admin client whose librdkafka logs go through our logging, not raw to stderr."""
-    return AdminClient({**settings.kafka_common(), "logger": kafka_logger("admin"), **extra})
+    conf: dict[str, Any] = {**settings.kafka_common(), "logger": kafka_logger("admin"), **extra}
+    return AdminClient(conf)
 
 
 def consumer_conf(settings: Settings, group: str, **extra: Any) -> dict[str, Any]:

@@ -100,7 +100,7 @@ class CorrelateProcessor:
         outcomes: list[Outcome] = []
         undecodable = 0
         for msg in messages:
-            partition = msg.partition()
+            partition = msg.partition() or 0  # never None for a consumed record
             correlator = self.correlators.get(partition)
             if correlator is None:  # revoked between consume and process: not ours any more
                 continue
@@ -199,7 +199,7 @@ def read_changelog(settings: Settings, partitions: list[int],
                     raise RuntimeError(f"changelog read failed: {err.str()}")
                 key = msg.key()
                 if key is not None:
-                    correlators[msg.partition()].restore(key.decode(), msg.value())
+                    correlators[msg.partition() or 0].restore(key.decode(), msg.value())
                     count += 1
     finally:
         restorer.close()

@@ -77,8 +77,8 @@ class NormalizeProcessor:
                 log.debug("rejected", reason=exc.reason, error=str(exc), topic=msg.topic(),
                           partition=msg.partition(), offset=msg.offset())
                 continue
-            event["source"] = {"topic": msg.topic(), "partition": msg.partition(),
-                               "offset": msg.offset()}
+            event["source"] = {"topic": msg.topic() or "", "partition": msg.partition() or 0,
+                               "offset": msg.offset() or 0}
             try:
                 value = encode(event)
             except (ValueError, TypeError, OverflowError) as exc:  # an adapter bug, not the input's

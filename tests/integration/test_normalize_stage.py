@@ -207,7 +207,8 @@ def test_aborted_transaction_is_invisible_to_read_committed(kafka_stack: Any) ->
     assert wrapped.failed > 0
     assert metrics.registry.get_sample_value("vmevents_transaction_aborts_total", {"stage": "normalize"}) == 1
     committed = read_all(bootstrap, [out], expected=len(values))
-    everything = read_all(bootstrap, [out], isolation="read_uncommitted", expected=len(values) + wrapped.failed)
+    everything = read_all(bootstrap, [out], isolation="read_uncommitted",
+                          expected=len(values) + wrapped.failed)
     assert len(committed) == len(values)
     assert len(everything) == len(values) + wrapped.failed  # the aborted copy is on the log...
     offsets = Counter(Decoder(load_schemas(settings.schema_dir)).decode(m.value())["source"]["offset"]
