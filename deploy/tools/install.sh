@@ -5,6 +5,8 @@
 #   bash deploy/tools/install.sh            # installs both, prints their paths
 #   bash deploy/tools/install.sh helm       # only helm
 #   bash deploy/tools/install.sh promtool   # only promtool
+#   bash deploy/tools/install.sh pytools    # the Python tools of deploy/tools/requirements.txt
+#                                           # (hadolint, CRD models, PromQL parser) in their own venv
 #
 # Nothing is downloaded except Go modules through the configured Go module proxy (GOPROXY).
 # A tool already built for the pinned version is reused (a cached run takes well under a second).
@@ -119,9 +121,34 @@ build() {
     >> "${TOOLS_DIR}/build-times.tsv"
 }
 
+# A virtualenv with deploy/tools/requirements.txt, keyed by the file's hash; PYTHON makes it.
+pytools() {
+  local req here hash env_dir
+  here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+  req="${here}/requirements.txt"
+  hash="$(sha256sum "${req}" | cut -c1-12)"
+  env_dir="${TOOLS_DIR}/pytools-${hash}"
+  if [[ -x "${env_dir}/bin/python" && -f "${env_dir}/.complete" ]]; then
+    ln -sfn "pytools-${hash}" "${TOOLS_DIR}/pytools"
+    log "pytools ${hash}: cached at ${env_dir}"
+    return 0
+  fi
+  local python="${PYTHON:-python3}"
+  local start end
+  start=$(date +%s)
+  rm -rf "${env_dir}"
+  "${python}" -m venv "${env_dir}"
+  PIP_DISABLE_PIP_VERSION_CHECK=1 "${env_dir}/bin/pip" install -q -r "${req}" || {
+    log "ERROR: pip install -r ${req} failed"; exit 4; }
+  touch "${env_dir}/.complete"
+  ln -sfn "pytools-${hash}" "${TOOLS_DIR}/pytools"
+  end=$(date +%s)
+  log "pytools ${hash}: installed in $((end - start)) s -> ${env_dir}"
+}
+
 main() {
   local want=("$@")
-  [[ ${#want[@]} -eq 0 ]] && want=(helm promtool)
+  [[ ${#want[@]} -eq 0 ]] && want=(helm promtool pytools)
   mkdir -p "${TOOLS_DIR}"
   # One installer at a time (pytest and run.sh may both ask for the tools).
   exec 9>"${TOOLS_DIR}/.lock"
@@ -131,7 +158,8 @@ main() {
       helm) build helm "${HELM_VERSION}" helm.sh/helm/v3/cmd/helm ;;
       promtool) build promtool "${PROMETHEUS_VERSION}" github.com/prometheus/prometheus/cmd/promtool \
                   github.com/prometheus/prometheus ;;
-      *) log "ERROR: unknown tool ${tool} (known: helm promtool)"; exit 2 ;;
+      pytools) pytools; printf '%s\n' "${TOOLS_DIR}/pytools/bin/python"; continue ;;
+      *) log "ERROR: unknown tool ${tool} (known: helm promtool pytools)"; exit 2 ;;
     esac
     printf '%s\n' "${TOOLS_DIR}/bin/${tool}"
   done
