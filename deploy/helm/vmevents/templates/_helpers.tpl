@@ -138,7 +138,7 @@ VMEVENTS_METRICS_PORT: {{ .Values.metricsPort | int64 | quote }}
 - name: SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO
   valueFrom:
     {{- /* An existing Secret may carry no registry credentials (open registry): then optional. */}}
-    secretKeyRef: {name: {{ $secret }}, key: {{ $root.Values.auth.secretKeys.schemaRegistryUserInfo }}, optional: {{ and $root.Values.auth.existingSecret (not $root.Values.schemaRegistry.basicAuthUserInfo) | ternary true false }}}
+    secretKeyRef: {name: {{ $secret }}, key: {{ $root.Values.auth.secretKeys.schemaRegistryUserInfo }}, optional: {{ if and $root.Values.auth.existingSecret (not $root.Values.schemaRegistry.basicAuthUserInfo) }}true{{ else }}false{{ end }}}
 {{- end }}
 {{- end -}}
 
