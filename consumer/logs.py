@@ -35,12 +35,16 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+    # The stdlib handler needs text, not the bytes the structlog BytesLogger takes.
+    stdlib_renderer = (structlog.processors.JSONRenderer() if as_json else renderer)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        processor=renderer, foreign_pre_chain=shared))
+        processor=stdlib_renderer, foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared]))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
+    # One line per registry HTTP call is noise; its failures still surface as our errors.
+    logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
 
 
 def kafka_logger(name: str) -> logging.Logger:
