@@ -6,6 +6,7 @@ exits 1 when any step found one.
 
     python deploy/check/deploycheck.py STEP [STEP...]
     python deploy/check/deploycheck.py all
+    python deploy/check/deploycheck.py values my-values.yaml [more.yaml]   # check your values
 
 Steps:
     generated   values.schema.json, the README values table, the dashboard JSON and the
@@ -30,6 +31,7 @@ PATH. A missing tool is a problem, never a silent skip.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -217,9 +219,32 @@ def _name(doc: Mapping[str, Any]) -> str:
     return f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
 
 
+@functools.cache
+def _k8s_validator(kind: str, api_version: str, version: str) -> Any:
+    """kubernetes-validate's strict schema for one kind, as a reusable validator (the package's
+    own validate() stops at the first error and reloads the definitions on every call)."""
+    import jsonschema
+    import kubernetes_validate as kv
+    from kubernetes_validate.utils import all_versions, major_minor, schema_contents
+    from referencing import Registry, Resource
+
+    wanted = major_minor(version)
+    schema_version = [v for v in all_versions() if major_minor(v) <= wanted][-1]
+    group = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    folder = f"kubernetes-json-schema/v{schema_version}-local-strict"
+    try:
+        schema = schema_contents(f"{folder}/{kind.lower()}-{group}.json", version)
+    except FileNotFoundError:
+        raise kv.SchemaNotFoundError(version=wanted, kind=kind, api_version=api_version) from None
+    definitions = schema_contents(f"{folder}/_definitions.json", version)
+    registry = Resource.from_contents(definitions) @ (Resource.from_contents(schema) @ Registry())
+    return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
 def validate_kubernetes(docs: Sequence[Mapping[str, Any]],
                         versions: Sequence[str] = VALIDATE_KUBE_VERSIONS) -> list[str]:
-    """Core kinds against the Kubernetes OpenAPI schemas (strict: unknown fields fail)."""
+    """Core kinds against the Kubernetes OpenAPI schemas carried by kubernetes-validate, strict
+    (unknown fields fail); every error is reported, not just the first."""
     import kubernetes_validate as kv
 
     problems = []
@@ -228,12 +253,15 @@ def validate_kubernetes(docs: Sequence[Mapping[str, Any]],
             continue
         for version in versions:
             try:
-                kv.validate(dict(doc), version, strict=True)
-            except kv.ValidationError as exc:
-                where = ".".join(str(p) for p in exc.path) or "(root)"
-                problems.append(f"{_name(doc)} (Kubernetes {version}): {where}: {exc.message}")
+                validator = _k8s_validator(str(doc["kind"]), str(doc["apiVersion"]), version)
             except (kv.SchemaNotFoundError, kv.InvalidSchemaError) as exc:
-                problems.append(f"{_name(doc)} (Kubernetes {version}): {exc}")
+                why = getattr(exc, "message", "") or repr(exc)
+                problems.append(f"{_name(doc)} (Kubernetes {version}): {why}")
+                continue
+            for err in sorted(validator.iter_errors(dict(doc)), key=lambda e: list(e.path)):
+                where = ".".join(str(p) for p in err.absolute_path) or "(root)"
+                message = err.message if len(err.message) < 300 else err.message[:300] + "..."
+                problems.append(f"{_name(doc)} (Kubernetes {version}): {where}: {message}")
     return problems
 
 
@@ -900,16 +928,35 @@ STEPS: dict[str, Callable[[], list[str]]] = {
 }
 
 
+def check_values_files(files: Sequence[str]) -> int:
+    """``values FILE...``: the chart check for your own values files (exit 1 on a problem)."""
+    r, problems = check_values([Path(f).resolve() for f in files])
+    for p in problems:
+        print(f"FAIL {p}")
+    if problems:
+        print(f"values {' '.join(files)}: REJECTED ({len(problems)} problem(s))")
+        return 1
+    print(f"values {' '.join(files)}: OK ({len(r.docs)} manifests valid)")
+    return 0
+
+
 def main(argv: Sequence[str]) -> int:
     args = list(argv)
     if args == ["write-alerts"]:
         write_alerts()
         return 0
+    if args[:1] == ["values"] and len(args) > 1:
+        try:
+            return check_values_files(args[1:])
+        except ToolMissing as exc:
+            print(f"FAIL {exc}")
+            return 1
     if args == ["all"]:
         args = list(STEPS)
     unknown = [a for a in args if a not in STEPS]
     if not args or unknown:
-        print(f"usage: deploycheck.py all | write-alerts | {' '.join(STEPS)}", file=sys.stderr)
+        print(f"usage: deploycheck.py all | values FILE... | write-alerts | {' '.join(STEPS)}",
+              file=sys.stderr)
         return 2
     failed = []
     for step in args:
