@@ -635,8 +635,9 @@ def step_generated() -> list[str]:
     return problems
 
 
-def alert_rules_from_chart(values: Sequence[Path] = ()) -> dict[str, Any]:
-    r = render(values, ["prometheusRule.enabled=true"])
+def alert_rules_from_chart(values: Sequence[Path] = (),
+                           api_versions: Sequence[str] = ()) -> dict[str, Any]:
+    r = render(values, ["prometheusRule.enabled=true"], api_versions)
     if not r.ok:
         raise RuntimeError(r.message)
     (rule,) = r.of_kind("PrometheusRule")
@@ -830,16 +831,24 @@ def step_rules() -> list[str]:
             problems.append(f"{ALERT_TESTS.name}: no test where {alert} stays quiet")
     print(f"  {len(set(alerts))} alerts, each tested firing and quiet: "
           f"{'yes' if not problems else 'no'}")
-    # Production thresholds render valid rules too.
-    prod = alert_rules_from_chart([PRODUCTION_VALUES])
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        yaml.safe_dump(prod, f)
-    try:
-        proc = run([promtool, "check", "rules", f.name])
-        if proc.returncode != 0:
-            problems.append(f"promtool check rules (production values): {proc.stdout.strip()}")
-    finally:
-        os.unlink(f.name)
+    # Every values set renders rules promtool accepts (thresholds, release names, stage sets).
+    for label, values, apis in variants():
+        try:
+            rendered = alert_rules_from_chart(values, apis)
+        except RuntimeError as exc:
+            problems.append(f"[{label}] cannot render the PrometheusRule: {exc}")
+            continue
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            yaml.safe_dump(rendered, f)
+        try:
+            proc = run([promtool, "check", "rules", f.name])
+            if proc.returncode != 0:
+                problems.append(f"[{label}] promtool check rules: {proc.stdout.strip()} "
+                                f"{proc.stderr.strip()}")
+        finally:
+            os.unlink(f.name)
+    print(f"  rules rendered from {len(variants())} values sets: promtool check rules "
+          f"{'SUCCESS' if not problems else 'FAILED'}")
     exprs = {f"rule {r['alert']}#{i}": r["expr"] for g in rules["groups"]
              for i, r in enumerate(g["rules"])}
     problems += check_queries(exprs, app_series())
