@@ -48,6 +48,11 @@ class Metrics:
         self.timeouts = Counter(
             "vmevents_timeouts", "Operations that started and did not finish in time.",
             ["vendor", "operation"], registry=r)
+        self.anomalies = Counter(
+            "vmevents_correlator_anomalies",
+            "Messy-stream cases the correlator handled: duplicate, straggler, late_end, superseded, "
+            "orphan_end, clock_skew, evicted, conflicting_end, restore_skipped, ...",
+            ["kind"], registry=r)
         self.consumer_lag = Gauge(
             "vmevents_consumer_lag", "Messages behind the partition's high watermark.",
             ["stage", "topic", "partition"], registry=r)

@@ -156,11 +156,16 @@ class CorrelateProcessor:
 
     def _emit_changes(self, partitions: set[int], emit: Emit) -> None:
         topic = self.settings.changelog_topic
+        anomalies = self.metrics.anomalies
         for p in partitions:
             correlator = self.correlators[p]
             for key, value in correlator.drain_changes():
                 emit(topic, key.encode(), value, None, p)
             self.metrics.pending.labels(str(p)).set(correlator.pending_count)
+            if correlator.counters:  # the correlator counts; the shell exports and resets
+                for kind, n in correlator.counters.items():
+                    anomalies.labels(kind).inc(n)
+                correlator.counters.clear()
 
 
 def read_changelog(settings: Settings, partitions: list[int],
