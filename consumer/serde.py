@@ -8,11 +8,13 @@ with instead of a ``datetime`` that would have to be converted back on the hot p
 - Single-object encoding (Avro specification): ``C3 01`` + the schema's CRC-64-AVRO fingerprint
   (8 bytes, little-endian) + the Avro binary body.
 - Confluent framing: ``00`` + the registry's schema id (4 bytes, big-endian) + the body.
+
+Bodies go through :mod:`consumer.avrocodec`, a codec compiled per schema that writes the bytes
+fastavro writes at a fraction of its cost; fastavro still parses and fingerprints the schemas.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 from collections.abc import Callable, Mapping
@@ -23,6 +25,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from consumer.avrocodec import AvroCodec, compile_codec
 from consumer.errors import VmeventsError
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -77,19 +80,22 @@ def load_schemas(schema_dir: Path) -> dict[str, AvroSchema]:
 Encoder = Callable[[Mapping[str, Any]], bytes]
 
 
+def _codec(raw: dict[str, Any]) -> AvroCodec:
+    """The compiled codec of a schema, compiled once per distinct schema (defaults included)."""
+    key = json.dumps(raw, sort_keys=True)
+    codec = _CODECS.get(key)
+    if codec is None:
+        codec = _CODECS[key] = compile_codec(raw)
+    return codec
+
+
+_CODECS: dict[str, AvroCodec] = {}
+
+
 def _body_writer(schema: AvroSchema, header: bytes) -> Encoder:
-    parsed = schema.writer
-    write = fastavro.schemaless_writer
-    buf = io.BytesIO()
-
-    def encode(record: Mapping[str, Any]) -> bytes:
-        buf.seek(0)
-        buf.truncate()
-        buf.write(header)
-        write(buf, parsed, record)
-        return buf.getvalue()
-
-    return encode
+    # The compiled encoder joins header and body in one go; fastavro resolved every union by
+    # validating each branch (~10x slower), the compiled one writes the same bytes.
+    return _codec(schema.raw).make_encoder(header)
 
 
 def single_object_encoder(schema: AvroSchema) -> Encoder:
@@ -109,30 +115,35 @@ class Decoder:
 
     def __init__(self, schemas: Mapping[str, AvroSchema],
                  fetch_schema: Callable[[int], dict[str, Any]] | None = None) -> None:
-        self._by_fingerprint = {s.fingerprint: s for s in schemas.values()}
-        self._by_id: dict[int, Any] = {}
+        self._by_fingerprint = {s.fingerprint: _codec(s.raw).decode for s in schemas.values()}
+        self._by_id: dict[int, Callable[[bytes, int], Any]] = {}
         self._fetch = fetch_schema
 
     def decode(self, data: bytes) -> dict[str, Any]:
         if data[:2] == SINGLE_OBJECT_MAGIC and len(data) >= 10:
-            schema = self._by_fingerprint.get(data[2:10])
-            if schema is None:
+            decode_body = self._by_fingerprint.get(data[2:10])
+            if decode_body is None:
                 raise SerdeError(f"unknown schema fingerprint {data[2:10].hex()}")
-            parsed, offset = schema.reader, 10
+            offset = 10
         elif data[:1] == CONFLUENT_MAGIC and len(data) >= 5:
             schema_id = struct.unpack(">I", data[1:5])[0]
-            parsed = self._by_id.get(schema_id)
-            if parsed is None:
+            decode_body = self._by_id.get(schema_id)
+            if decode_body is None:
                 if self._fetch is None:
                     raise SerdeError(f"schema id {schema_id} needs a Schema Registry")
-                parsed = fastavro.parse_schema(_strip_logical(self._fetch(schema_id)))
-                self._by_id[schema_id] = parsed
+                fetched = self._fetch(schema_id)
+                try:
+                    decode_body = _codec(fetched).decode
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise SerdeError(f"schema id {schema_id} is not a usable Avro schema: {exc}") from exc
+                self._by_id[schema_id] = decode_body
             offset = 5
         else:
             raise SerdeError("value is neither Avro single-object nor Confluent framed")
         try:
-            record = fastavro.schemaless_reader(io.BytesIO(data[offset:]), parsed, None)
-        except (EOFError, ValueError, IndexError, TypeError, UnicodeDecodeError) as exc:
+            # Reads from the offset without copying; fails on truncation and on trailing bytes.
+            record = decode_body(data, offset)
+        except (ValueError, IndexError) as exc:  # UnicodeDecodeError is a ValueError
             raise SerdeError(f"corrupt Avro body: {exc}") from exc
         if not isinstance(record, dict):
             raise SerdeError("Avro body is not a record")
