@@ -235,6 +235,11 @@ def build() -> dict[str, Any]:
                      "second.", "ops",
                      (f"sum(rate(vmevents_restored_records_total{{{NS}}}[{RI}]))", "records/s")),
           8, 8)
+    g.add(timeseries("Messy-stream cases handled", "What the correlator absorbed: duplicates, "
+                     "stragglers, ends before starts, superseded starts, orphan ends, clock skew, "
+                     "evictions at the pending cap, ... per second, by kind.", "ops",
+                     (f"sum by (kind) (rate(vmevents_correlator_anomalies_total{{{NS}}}[{RI}]))",
+                      "{{kind}}"), stack=True), 24, 8)
 
     def query_var(name: str, label: str, query: str, multi: bool = True) -> dict[str, Any]:
         return {"name": name, "label": label, "type": "query", "datasource": DS,
