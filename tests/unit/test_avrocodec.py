@@ -398,6 +398,9 @@ def test_decode_matches_fastavro_for_non_minimal_varints_in_general_positions() 
     # Another writer may spend two bytes on a small long; only the two-branch nullable union
     # index is required to be the one-byte form.
     assert compile_codec("long").decode(b"\x82\x00") == 1
+    timestamp = compile_codec({"type": "long", "logicalType": "timestamp-millis"})
+    assert timestamp.decode(b"\x02") == 1  # fewer than the usual six bytes left
+    assert timestamp.decode(timestamp.encode(1 << 50)) == 1 << 50
     assert compile_codec({"type": "map", "values": "int"}).decode(b"\x81\x00\x04\x02k\x02\x00") == {"k": 1}
 
 
