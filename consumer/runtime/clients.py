@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -163,6 +163,3 @@ def registry_fetcher(settings: Settings) -> Any:
 
     return fetch
 
-
-def topic_names(topics: Iterable[str]) -> str:
-    return ",".join(sorted(topics))

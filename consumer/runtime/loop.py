@@ -86,7 +86,6 @@ class StageLoop:
         self.eos = settings.guarantee == "exactly_once"
         self._consumer_extra = consumer_extra or {}
         self._delivery_error: KafkaError | None = None
-        self.assignment: list[TopicPartition] = []
         self._last_tick = 0.0
 
     # -- callbacks -------------------------------------------------------------------------
@@ -112,7 +111,6 @@ class StageLoop:
         log.info("partitions assigned", stage=self.stage,
                  partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
         self.processor.on_assign(consumer, partitions)
-        self.assignment = list(partitions)
         self.health.ready = True
         self.metrics.ready.labels(self.stage).set(1)
 
@@ -124,7 +122,6 @@ class StageLoop:
         for p in partitions:
             with contextlib.suppress(KeyError):  # no lag reported yet for that partition
                 self.metrics.consumer_lag.remove(self.stage, p.topic, str(p.partition))
-        self.assignment = []
 
     # -- the loop --------------------------------------------------------------------------
 
