@@ -67,7 +67,8 @@ def correlate_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
     processor = CorrelateProcessor(
         settings, CorrelatorConfig.from_spec(settings.correlate_timeouts,
                                              max_pending=settings.correlate_max_pending),
-        Decoder(schemas, registry_fetcher(settings)), encoder_for, metrics)
+        Decoder(schemas, registry_fetcher(settings)), encoder_for, metrics,
+        heartbeat=health.tick)
     return StageLoop(settings, processor, [settings.normalized_topic], settings.correlate_group,
                      metrics, health)
 

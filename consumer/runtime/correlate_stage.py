@@ -53,7 +53,8 @@ class CorrelateProcessor:
 
     def __init__(self, settings: Settings, config: CorrelatorConfig, decoder: Decoder,
                  encoder_for: Callable[[str], Encoder], metrics: Metrics,
-                 clock: Callable[[], int] = wall_clock_ms) -> None:
+                 clock: Callable[[], int] = wall_clock_ms,
+                 heartbeat: Callable[[], None] = lambda: None) -> None:
         """``encoder_for(topic)`` is called once per outcome topic (it may create the topic and
         register the schema under the topic's subject); its encoder is reused after that."""
         self.settings = settings
@@ -62,6 +63,7 @@ class CorrelateProcessor:
         self.encoder_for = encoder_for
         self.metrics = metrics
         self.clock = clock
+        self.heartbeat = heartbeat
         self.correlators: dict[int, Correlator] = {}
         self._encoders: dict[str, Encoder] = {}
 
@@ -81,7 +83,7 @@ class CorrelateProcessor:
     def _restore(self, partitions: list[int]) -> None:
         started = time.perf_counter()
         fresh = {p: Correlator(self.config, self.clock) for p in partitions}
-        records = read_changelog(self.settings, partitions, fresh)
+        records = read_changelog(self.settings, partitions, fresh, self.heartbeat)
         self.correlators.update(fresh)
         elapsed = time.perf_counter() - started
         self.metrics.restore_duration.observe(elapsed)
@@ -168,9 +170,13 @@ class CorrelateProcessor:
                 correlator.counters.clear()
 
 
-def read_changelog(settings: Settings, partitions: list[int],
-                   correlators: dict[int, Correlator]) -> int:
-    """Replay committed changelog records of ``partitions`` into ``correlators``; returns the count."""
+def read_changelog(settings: Settings, partitions: list[int], correlators: dict[int, Correlator],
+                   heartbeat: Callable[[], None] = lambda: None) -> int:
+    """Replay committed changelog records of ``partitions`` into ``correlators``; returns the count.
+
+    ``heartbeat`` runs between fetches so a long restore does not look like a stalled loop to the
+    liveness probe; progress is logged every few seconds.
+    """
     if not partitions:
         return 0
     conf: dict[str, Any] = {
@@ -194,7 +200,13 @@ def read_changelog(settings: Settings, partitions: list[int],
             return 0
         restorer.assign(tps)
         open_partitions = {tp.partition for tp in tps}
+        started = last_report = time.monotonic()
         while open_partitions:
+            heartbeat()
+            if time.monotonic() - last_report > 5:
+                last_report = time.monotonic()
+                log.info("restoring", records=count, seconds=round(last_report - started),
+                         partitions_left=sorted(open_partitions))
             for msg in restorer.consume(10_000, 1.0):
                 err = msg.error()
                 if err is not None:
