@@ -14,6 +14,9 @@
 #
 # Environment:
 #   VMEVENTS_TOOLS_DIR   cache root (default: ~/.cache/vmevents/tools)
+#   VMEVENTS_TOOLS_KEEP_GO_CACHE=1  keep the Go module and build caches after a build (about 4 GB;
+#                        they only speed up building another version). Default: removed, which
+#                        leaves the binaries and the tools virtualenv (about 260 MB).
 #   HELM_VERSION         helm.sh/helm/v3 module version (default below)
 #   PROMETHEUS_VERSION   github.com/prometheus/prometheus module version; Prometheus 3.X.Y is
 #                        published as Go module v0.3XX.Y (default below: Prometheus 3.15.0)
@@ -116,6 +119,7 @@ build() {
   mv "${gobin}/${name}" "${target}"
   rm -rf "${gobin}"
   ln -sfn "${name}-${version}" "${bin_dir}/${name}"
+  BUILT=1
   log "${name} ${version}: built in $((end - start)) s -> ${target}"
   printf '%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${name}" "${version}" "$((end - start))" \
     >> "${TOOLS_DIR}/build-times.tsv"
@@ -153,6 +157,7 @@ main() {
   # One installer at a time (pytest and run.sh may both ask for the tools).
   exec 9>"${TOOLS_DIR}/.lock"
   if command -v flock >/dev/null 2>&1; then flock 9; fi
+  BUILT=0
   for tool in "${want[@]}"; do
     case "${tool}" in
       helm) build helm "${HELM_VERSION}" helm.sh/helm/v3/cmd/helm ;;
@@ -163,6 +168,11 @@ main() {
     esac
     printf '%s\n' "${TOOLS_DIR}/bin/${tool}"
   done
+  if [[ ${BUILT} -eq 1 && "${VMEVENTS_TOOLS_KEEP_GO_CACHE:-0}" != "1" && -d "${TOOLS_DIR}/go" ]]; then
+    go_env go clean -cache -modcache >/dev/null 2>&1 || true
+    rm -rf "${TOOLS_DIR}/go" "${TOOLS_DIR}/src"
+    log "removed the Go caches (set VMEVENTS_TOOLS_KEEP_GO_CACHE=1 to keep them)"
+  fi
 }
 
 main "$@"
