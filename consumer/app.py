@@ -15,6 +15,7 @@ import structlog
 
 from consumer.config import Settings
 from consumer.correlator import CorrelatorConfig
+from consumer.errors import KafkaRuntimeError
 from consumer.http import Health, HealthServer
 from consumer.metrics import Metrics
 from consumer.normalize import Normalizer
@@ -23,6 +24,7 @@ from consumer.runtime.clients import (
     ensure_topics,
     partition_count,
     registry_fetcher,
+    topic_exists,
     value_encoder,
 )
 from consumer.runtime.correlate_stage import CorrelateProcessor
@@ -62,6 +64,11 @@ def correlate_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
     def encoder_for(topic: str) -> Encoder:
         if settings.create_topics:
             ensure_topics(settings, {topic: {}})
+        elif not topic_exists(settings, topic):
+            # Producing to it would fail every transaction after message.timeout.ms; say why now.
+            raise KafkaRuntimeError(
+                f"outcome topic {topic} does not exist and VMEVENTS_CREATE_TOPICS=false: "
+                "create it (the chart's topics Job does) or enable topic creation", fatal=True)
         return value_encoder(settings, outcome_schema, topic)
 
     processor = CorrelateProcessor(

@@ -119,6 +119,8 @@ STOP: Final = "lifecycle.stop"  # Alibaba Stopping -> Stopped
 RESTART: Final = "lifecycle.restart"  # Alibaba Stopping -> Running ("Stopping" also means rebooting)
 STATE_CHANGE: Final = "lifecycle.state_change"  # a state change that neither opens nor closes
 LIFECYCLE_OPS: Final = (CREATE, DELETE, START, STOP)
+DERIVED_OPS: Final = (CREATE, DELETE, START, STOP, RESTART)
+"""Operations the correlator names itself (not in the vendor code table)."""
 
 OPENERS: Final[Mapping[str, str]] = MappingProxyType({
     "pending": CREATE, "deleting": DELETE, "starting": START, "stopping": STOP,

@@ -105,6 +105,14 @@ def ensure_topics(settings: Settings, topics: Mapping[str, Mapping[str, str]],
                 raise wrap(exc, f"cannot create topic {name}") from None
 
 
+def topic_exists(settings: Settings, topic: str) -> bool:
+    try:
+        meta = admin_client(settings).list_topics(topic, timeout=15).topics.get(topic)
+    except KafkaException as exc:
+        raise wrap(exc, f"cannot describe topic {topic}") from None
+    return meta is not None and meta.error is None and bool(meta.partitions)
+
+
 def partition_count(settings: Settings, topic: str) -> int:
     admin = admin_client(settings)
     try:

@@ -26,7 +26,7 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from consumer.config import Settings
-from consumer.correlator import Correlator, CorrelatorConfig, Outcome
+from consumer.correlator import UNKNOWN_OPERATION, Correlator, CorrelatorConfig, Outcome
 from consumer.metrics import Metrics
 from consumer.model import InstanceEvent
 from consumer.runtime.loop import Emit
@@ -38,10 +38,15 @@ STAGE = "correlate"
 
 
 def outcome_topic(settings: Settings, outcome: Outcome) -> str:
-    """``failure.reboot.completed`` (plus the configured prefix), or the single topic."""
+    """``failure.reboot.completed`` (plus the configured prefix), or the single topic.
+
+    Unknown vendor codes go to ``unknown.<outcome>``: the set of topics stays the one the topics
+    Job creates (:func:`consumer.correlator.outcome_operations`).
+    """
     if settings.outcome_single_topic:
         return settings.outcome_single_topic
-    return f"{settings.outcome_topic_prefix}{outcome['operation']}.{outcome['outcome']}"
+    operation = outcome["operation"] if outcome["known"] else UNKNOWN_OPERATION
+    return f"{settings.outcome_topic_prefix}{operation}.{outcome['outcome']}"
 
 
 def wall_clock_ms() -> int:
@@ -140,7 +145,7 @@ class CorrelateProcessor:
             if encode is None:
                 encode = self._encoders[topic] = self.encoder_for(topic)
             emit(topic, f"{o['vendor']}:{o['instance_id']}".encode(), encode(o), None, -1)
-            op = o["operation"] if o.get("known", True) else "unknown"
+            op = o["operation"] if o["known"] else UNKNOWN_OPERATION
             kinds[(o["vendor"], op, o["outcome"])] += 1
             if o["outcome"] == "timed_out":
                 timeouts[(o["vendor"], op)] += 1

@@ -36,10 +36,10 @@ def _str_config(config: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 def known_operations() -> list[str]:
-    """Every canonical operation of the image's operation table."""
-    from consumer.operations import OPERATIONS
+    """Every operation an outcome topic is named after, from the image's own correlator."""
+    from consumer.correlator import outcome_operations
 
-    return sorted({spec.operation for spec in OPERATIONS.values()})
+    return outcome_operations()
 
 
 def known_outcomes() -> list[str]:
