@@ -219,7 +219,7 @@ def create_topics() -> Iterator[Any]:
 def test_topics_hook_plan_uses_the_apps_operation_table(production: dc.Rendered,
                                                         create_topics: Any) -> None:
     from consumer.correlation.outcome import OUTCOME_KINDS
-    from consumer.operations import OPERATIONS
+    from consumer.correlator import outcome_operations
 
     cm = _one(production.docs, "ConfigMap", "topics")
     spec = json.loads(cm["data"]["topics.json"])
@@ -232,9 +232,11 @@ def test_topics_hook_plan_uses_the_apps_operation_table(production: dc.Rendered,
     assert changelog.config["cleanup.policy"] == "compact"
     assert plan["vm.events.dlq"].config["retention.ms"] == "1209600000"
     assert all(t.config["min.insync.replicas"] == "2" for t in plan.values())
-    operations = {s.operation for s in OPERATIONS.values()}
+    operations = outcome_operations()
     assert "failure.reboot.completed" in plan
     assert "maintenance.reboot.timed_out" in plan
+    assert "lifecycle.create.completed" in plan  # named by the correlator, not the code table
+    assert "unknown.observed" in plan
     assert len(plan) == 3 + len(operations) * len(OUTCOME_KINDS)
 
 
