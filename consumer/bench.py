@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Message, Producer
+from confluent_kafka import Message
 
 from consumer.config import Settings, load_settings
 from consumer.progress import Progress
@@ -153,22 +153,11 @@ def _measure(kinds: list[tuple[str, Settings, int]], total: int, label: str) -> 
 
 
 def _produce(settings: Settings, topic: str, payloads: list[bytes]) -> None:
-    from consumer.runtime.clients import ensure_topics
+    from consumer.runtime.clients import ensure_topics, produce_all
 
     ensure_topics(settings, {topic: {}}, partitions=1)
-    producer = Producer({**settings.kafka_common(), "linger.ms": 20, "batch.size": 1_000_000,
-                         "compression.type": "lz4", "queue.buffering.max.messages": 2_000_000})
-    progress = Progress(f"produce {topic}", total=len(payloads))
-    for value in payloads:
-        while True:
-            try:
-                producer.produce(topic, value)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        progress.advance()
-    producer.flush(120)
-    progress.close()
+    if produce_all(settings, topic, payloads, len(payloads), f"produce {topic}"):
+        raise SystemExit(f"bench: could not produce the input to {topic}")
 
 
 STACK_STATE = ROOT / ".bench" / "stack"

@@ -19,9 +19,8 @@ from consumer import __version__
 from consumer.config import Settings, load_settings
 from consumer.errors import ConfigError, KafkaRuntimeError, RejectedEvent
 from consumer.jsonout import timestamp_fields, to_json_line
-from consumer.logs import configure, kafka_logger
+from consumer.logs import configure
 from consumer.normalize import Normalizer
-from consumer.progress import Progress
 from consumer.serde import load_schemas
 
 STAGES = ("normalize", "correlate")
@@ -111,30 +110,15 @@ def cmd_correlate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     """Produce a file of raw vendor events to the raw topic, one record per line."""
-    from confluent_kafka import Producer
-
-    from consumer.runtime.clients import check_reachable, ensure_topics
+    from consumer.runtime.clients import check_reachable, ensure_topics, produce_all
 
     topic = args.topic or settings.raw_topics[0]
     check_reachable(settings)
     if settings.create_topics:
         ensure_topics(settings, {topic: {}})
     lines = [ln.rstrip(b"\n") for ln in Path(args.file).read_bytes().splitlines() if ln.strip()]
-    producer = Producer({**settings.kafka_common(), "linger.ms": 20, "enable.idempotence": True,
-                         "logger": kafka_logger("producer")})
-    progress = Progress(f"replay -> {topic}", total=len(lines) * args.repeat)
-    for _ in range(args.repeat):
-        for line in lines:
-            while True:
-                try:
-                    producer.produce(topic, line)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
-            progress.advance()
-        producer.poll(0)
-    left = producer.flush(60)
-    progress.close()
+    left = produce_all(settings, topic, (line for _ in range(args.repeat) for line in lines),
+                       len(lines) * args.repeat, f"replay -> {topic}")
     if left:
         print(f"vmevents: {left} records not delivered to {topic}", file=sys.stderr)
         return 1

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import structlog
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from consumer.config import Settings
@@ -131,6 +131,29 @@ def check_reachable(settings: Settings, timeout: float = 10.0) -> None:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         raise wrap(exc, f"no Kafka broker answers at {settings.bootstrap_servers}") from None
+
+
+def produce_all(settings: Settings, topic: str, values: Iterable[bytes], total: int,
+                label: str) -> int:
+    """Produce raw values with a progress line; returns how many were not delivered."""
+    from consumer.progress import Progress
+
+    producer = Producer({**settings.kafka_common(), "linger.ms": 20, "batch.size": 1_000_000,
+                         "enable.idempotence": True, "compression.type": "lz4",
+                         "queue.buffering.max.messages": 1_000_000,
+                         "logger": kafka_logger("producer")})
+    progress = Progress(label, total=total)
+    for value in values:
+        while True:
+            try:
+                producer.produce(topic, value)
+                break
+            except BufferError:
+                producer.poll(0.05)  # local queue full: let librdkafka drain it
+        progress.advance()
+    left = int(producer.flush(120))
+    progress.close()
+    return left
 
 
 def value_encoder(settings: Settings, schema: AvroSchema, topic: str) -> Encoder:

@@ -15,7 +15,7 @@ from confluent_kafka import Message
 
 from consumer import synthetic
 from consumer.app import normalize_loop
-from consumer.config import load_settings
+from consumer.config import Settings, load_settings
 from consumer.errors import KafkaRuntimeError
 from consumer.http import Health
 from consumer.metrics import Metrics
@@ -114,18 +114,23 @@ def test_every_raw_record_lands_exactly_once_after_sigkill(kafka_stack: Any, tmp
     assert "stage started" in log.read_text()
 
 
+def in_process_stage(bootstrap: str, values: list[bytes], **env: str) -> tuple[Settings, str, str, str]:
+    """Fresh raw/normalized/DLQ topics with ``values`` on the raw one, and settings to run on them."""
+    raw, out, dlq = unique("raw"), unique("normalized"), unique("dlq")
+    create_topics(bootstrap, {raw: 1, out: 1, dlq: 1})
+    produce(bootstrap, raw, values, keyed=True)
+    settings = load_settings(stage_env(
+        bootstrap, VMEVENTS_RAW_TOPICS=raw, VMEVENTS_NORMALIZED_TOPIC=out, VMEVENTS_DLQ_TOPIC=dlq,
+        VMEVENTS_NORMALIZE_GROUP=unique("g"), VMEVENTS_TRANSACTIONAL_ID=unique("txn"), **env))
+    return settings, raw, out, dlq
+
+
 @pytest.mark.apache_kafka
 def test_dlq_keeps_the_original_bytes_and_says_why(kafka_stack: Any) -> None:
     bootstrap = kafka_stack.bootstrap
-    raw, out, dlq = unique("raw"), unique("normalized"), unique("dlq")
-    create_topics(bootstrap, {raw: 1, out: 1, dlq: 1})
     big = b'{"detail": {"eventAction": "StateChange", "pad": "' + b"x" * 5000 + b'"}}'
     inputs = [*BAD, big, SEEDS[1].raw]
-    produce(bootstrap, raw, inputs, keyed=True)
-    settings = load_settings(stage_env(
-        bootstrap, VMEVENTS_RAW_TOPICS=raw, VMEVENTS_NORMALIZED_TOPIC=out, VMEVENTS_DLQ_TOPIC=dlq,
-        VMEVENTS_NORMALIZE_GROUP=unique("g"), VMEVENTS_TRANSACTIONAL_ID=unique("txn"),
-        VMEVENTS_MAX_MESSAGE_BYTES="4096"))
+    settings, raw, out, dlq = in_process_stage(bootstrap, inputs, VMEVENTS_MAX_MESSAGE_BYTES="4096")
     metrics = Metrics()
     run_in_thread(normalize_loop(settings, metrics, Health()),
                   lambda: committed_total(bootstrap, settings.normalize_group, raw) >= len(inputs))
@@ -192,13 +197,8 @@ class AbortOnce:
 @pytest.mark.apache_kafka
 def test_aborted_transaction_is_invisible_to_read_committed(kafka_stack: Any) -> None:
     bootstrap = kafka_stack.bootstrap
-    raw, out, dlq = unique("raw"), unique("normalized"), unique("dlq")
-    create_topics(bootstrap, {raw: 1, out: 1, dlq: 1})
     values = [s.raw for s in SEEDS]
-    produce(bootstrap, raw, values)
-    settings = load_settings(stage_env(
-        bootstrap, VMEVENTS_RAW_TOPICS=raw, VMEVENTS_NORMALIZED_TOPIC=out, VMEVENTS_DLQ_TOPIC=dlq,
-        VMEVENTS_NORMALIZE_GROUP=unique("g"), VMEVENTS_TRANSACTIONAL_ID=unique("txn")))
+    settings, raw, out, _ = in_process_stage(bootstrap, values)
     metrics = Metrics()
     loop = normalize_loop(settings, metrics, Health())
     wrapped = AbortOnce(loop.processor)
@@ -223,14 +223,8 @@ def test_registry_framed_records_decode_with_confluents_avro_deserializer(kafka_
     from confluent_kafka.serialization import MessageField, SerializationContext
 
     bootstrap = kafka_stack.bootstrap
-    raw, out, dlq = unique("raw"), unique("normalized"), unique("dlq")
-    create_topics(bootstrap, {raw: 1, out: 1, dlq: 1})
     values = [s.raw for s in SEEDS]
-    produce(bootstrap, raw, values)
-    settings = load_settings(stage_env(
-        bootstrap, VMEVENTS_RAW_TOPICS=raw, VMEVENTS_NORMALIZED_TOPIC=out, VMEVENTS_DLQ_TOPIC=dlq,
-        VMEVENTS_NORMALIZE_GROUP=unique("g"), VMEVENTS_TRANSACTIONAL_ID=unique("txn"),
-        SCHEMA_REGISTRY_URL=kafka_stack.registry_url))
+    settings, raw, out, _ = in_process_stage(bootstrap, values, SCHEMA_REGISTRY_URL=kafka_stack.registry_url)
     run_in_thread(normalize_loop(settings, Metrics(), Health()),
                   lambda: committed_total(bootstrap, settings.normalize_group, raw) >= len(values))
     records = read_all(bootstrap, [out], expected=len(values))
