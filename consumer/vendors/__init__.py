@@ -111,12 +111,36 @@ def _encode(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def copy_extras(obj: JsonObject, mapped: Set[str], into: dict[str, str]) -> None:
-    """Copy every field of ``obj`` not in ``mapped`` into the attribute map ``into``, in the
-    payload's own order (so the same input always encodes to the same bytes)."""
-    for key, value in obj.items():
-        if key not in mapped:
+ExtrasCopier: TypeAlias = Callable[[JsonObject, dict[str, str]], None]
+
+MAX_KEY_PLANS: Final = 256
+
+
+def extras_copier(mapped: Set[str]) -> ExtrasCopier:
+    """A function ``copy(obj, into)`` that copies every field of ``obj`` not in ``mapped`` into
+    the attribute map ``into``, in the payload's own order (so the same input always encodes to
+    the same bytes).
+
+    It remembers which keys are extra per key sequence: the payloads of one envelope share
+    their keys, so the hot path loops over the few extra keys only (over nothing when every
+    key is mapped) instead of testing every key. The memo is cleared when full, so odd payloads
+    cannot grow it."""
+    plans: dict[tuple[str, ...], tuple[str, ...]] = {}
+    recall = plans.get
+
+    def copy(obj: JsonObject, into: dict[str, str]) -> None:
+        keys = tuple(obj)
+        plan = recall(keys)
+        if plan is None:
+            plan = tuple(key for key in keys if key not in mapped)
+            if len(plans) >= MAX_KEY_PLANS:
+                plans.clear()
+            plans[keys] = plan
+        for key in plan:
+            value = obj[key]
             if type(value) is str:
                 into[key] = value
             elif value is not None:
                 into[key] = _encode(value)
+
+    return copy

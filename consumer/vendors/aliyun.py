@@ -25,15 +25,16 @@ from typing import Final
 
 from consumer.errors import InvalidEvent
 from consumer.model import InstanceEvent
-from consumer.operations import OPERATIONS, phase_of
+from consumer.operations import OPERATIONS, STATUS_PHASES, phase_of
 from consumer.timeparse import TimeFormatError
 from consumer.vendors import (
+    ExtrasCopier,
     JsonObject,
     TimeParse,
     absent,
     absent_time,
     bad_time,
-    copy_extras,
+    extras_copier,
     required,
     required_object,
     time_or_none,
@@ -49,6 +50,7 @@ _BODY_MAPPED: Final = frozenset({
     "eventId", "eventType", "eventStatus", "status", "instanceId", "resourceId", "state",
     *_TIME_FIELDS,
 })
+_START_END: Final = frozenset(_TIME_FIELDS[2:])
 # Format markers (product, specversion, source) are implied by source_format; ``name``,
 # ``instanceName``, ``type``, ``subject`` and the other aliyun* fields stay attributes.
 _CLOUDMONITOR_MAPPED: Final = frozenset({
@@ -58,6 +60,10 @@ _EVENTBRIDGE_MAPPED: Final = frozenset({
     "id", "source", "specversion", "time", "data", "aliyunaccountid", "aliyunregionid",
 })
 _spec_of = OPERATIONS.get
+_phase_of_status = STATUS_PHASES.get
+_copy_body_extras = extras_copier(_BODY_MAPPED)
+_copy_cloudmonitor_extras = extras_copier(_CLOUDMONITOR_MAPPED)
+_copy_eventbridge_extras = extras_copier(_EVENTBRIDGE_MAPPED)
 
 
 def adapt_cloudmonitor(obj: JsonObject, parse_time: TimeParse) -> InstanceEvent:
@@ -65,7 +71,7 @@ def adapt_cloudmonitor(obj: JsonObject, parse_time: TimeParse) -> InstanceEvent:
     return _adapt(obj, required_object(obj, "content", "aliyun: "), "aliyun: content.",
                   parse_time, name_key="name", prefixes=0, time_key="eventTime",
                   region_key="regionId", account_key="userId", arn_key="resourceId",
-                  level_key="level", mapped=_CLOUDMONITOR_MAPPED,
+                  level_key="level", copy_extras=_copy_cloudmonitor_extras,
                   source_format=SOURCE_CLOUDMONITOR)
 
 
@@ -74,13 +80,13 @@ def adapt_eventbridge(obj: JsonObject, parse_time: TimeParse) -> InstanceEvent:
     return _adapt(obj, required_object(obj, "data", "aliyun: "), "aliyun: data.",
                   parse_time, name_key="type", prefixes=1, time_key="time",
                   region_key="aliyunregionid", account_key="aliyunaccountid",
-                  arn_key="subject", level_key=None, mapped=_EVENTBRIDGE_MAPPED,
+                  arn_key="subject", level_key=None, copy_extras=_copy_eventbridge_extras,
                   source_format=SOURCE_EVENTBRIDGE)
 
 
 def _adapt(top: JsonObject, body: JsonObject, where: str, parse_time: TimeParse, *,
            name_key: str, prefixes: int, time_key: str, region_key: str, account_key: str,
-           arn_key: str, level_key: str | None, mapped: frozenset[str],
+           arn_key: str, level_key: str | None, copy_extras: ExtrasCopier,
            source_format: str) -> InstanceEvent:
     """Both envelopes: ``top`` is the envelope, ``body`` its content/data; keys name fields."""
     outer = "aliyun: "
@@ -141,25 +147,33 @@ def _adapt(top: JsonObject, body: JsonObject, where: str, parse_time: TimeParse,
             raise InvalidEvent(f"{where}instanceId is required (and no instance ARN in "
                                f"{arn_key})")
 
+    # Absent fields (None) skip the call that would only say so.
     try:
         publish, not_before = get("publishTime"), get("notBefore")
-        # One start/end pair, spelt per event: system events, live migration, burstable.
-        start = get("executeStartTime") or get("startTime") or get("intervalStart")
-        end = get("executeFinishTime") or get("endTime") or get("intervalEnd")
-        publish = parse_time(publish) if type(publish) is str and publish else absent_time(
-            publish, "publishTime", where)
-        not_before = (parse_time(not_before) if type(not_before) is str and not_before
-                      else absent_time(not_before, "notBefore", where))
-        start = parse_time(start) if type(start) is str else absent_time(
-            start, "executeStartTime/startTime/intervalStart", where)
-        end = parse_time(end) if type(end) is str else absent_time(
-            end, "executeFinishTime/endTime/intervalEnd", where)
+        if type(publish) is str and publish:
+            publish = parse_time(publish)
+        elif publish is not None:
+            publish = absent_time(publish, "publishTime", where)
+        if type(not_before) is str and not_before:
+            not_before = parse_time(not_before)
+        elif not_before is not None:
+            not_before = absent_time(not_before, "notBefore", where)
+        start: int | None = None
+        end: int | None = None
+        if not body.keys().isdisjoint(_START_END):  # most notifications carry neither
+            # One start/end pair, spelt per event: system events, live migration, burstable.
+            given = get("executeStartTime") or get("startTime") or get("intervalStart")
+            start = parse_time(given) if type(given) is str else absent_time(
+                given, "executeStartTime/startTime/intervalStart", where)
+            given = get("executeFinishTime") or get("endTime") or get("intervalEnd")
+            end = parse_time(given) if type(given) is str else absent_time(
+                given, "executeFinishTime/endTime/intervalEnd", where)
     except TimeFormatError as exc:
         raise bad_time(body, _TIME_FIELDS, where, exc) from None
 
     attributes: dict[str, str] = {}
-    copy_extras(top, mapped, attributes)
-    copy_extras(body, _BODY_MAPPED, attributes)
+    copy_extras(top, attributes)
+    _copy_body_extras(body, attributes)
     spec = _spec_of(code)
     return {
         "vendor": "aliyun",
@@ -168,7 +182,8 @@ def _adapt(top: JsonObject, body: JsonObject, where: str, parse_time: TimeParse,
         "operation": (spec.operation if spec is not None
                       else unknown_operation(code, "eventType", where)),
         "known": spec is not None,
-        "phase": phase_of(status) if status is not None else None,
+        "phase": ((_phase_of_status(status) or phase_of(status)) if status is not None
+                  else None),  # the vendors' spelling in one lookup, else any case
         "vendor_status": status,
         "event_time": event_time,
         "region": region,

@@ -19,12 +19,12 @@ from typing import Final
 
 from consumer.errors import InvalidEvent
 from consumer.model import InstanceEvent
-from consumer.operations import OPERATIONS, phase_of
+from consumer.operations import OPERATIONS, STATUS_PHASES, phase_of
 from consumer.vendors import (
     JsonObject,
     TimeParse,
     absent,
-    copy_extras,
+    extras_copier,
     required,
     required_object,
     time_or_none,
@@ -42,6 +42,9 @@ _DETAIL_MAPPED: Final = frozenset({
 # ``source`` is the format marker (always jcloud.vm); ``time`` and ``resources`` stay attributes.
 _ENVELOPE_MAPPED: Final = frozenset({"detail", "id", "pin", "region", "source"})
 _spec_of = OPERATIONS.get
+_phase_of_status = STATUS_PHASES.get
+_copy_detail_extras = extras_copier(_DETAIL_MAPPED)
+_copy_envelope_extras = extras_copier(_ENVELOPE_MAPPED)
 
 
 def adapt_envelope(obj: JsonObject, parse_time: TimeParse) -> InstanceEvent:
@@ -56,7 +59,7 @@ def adapt_envelope(obj: JsonObject, parse_time: TimeParse) -> InstanceEvent:
     if type(note) is not str or not note:
         note = absent(note, "id", where)
     attributes: dict[str, str] = {}
-    copy_extras(obj, _ENVELOPE_MAPPED, attributes)
+    _copy_envelope_extras(obj, attributes)
     event = _adapt(detail, "jdcloud: detail.", parse_time, attributes, obj)
     event["region"] = region
     event["account_id"] = pin
@@ -97,7 +100,7 @@ def _adapt(detail: JsonObject, where: str, parse_time: TimeParse, attributes: di
         if event_time is None:
             raise InvalidEvent(f"{where}eventTime is required")
 
-    copy_extras(detail, _DETAIL_MAPPED, attributes)
+    _copy_detail_extras(detail, attributes)
     spec = _spec_of(code)
     return {
         "vendor": "jdcloud",
@@ -106,7 +109,8 @@ def _adapt(detail: JsonObject, where: str, parse_time: TimeParse, attributes: di
         "operation": (spec.operation if spec is not None
                       else unknown_operation(code, "eventAction", where)),
         "known": spec is not None,
-        "phase": phase_of(state) if state is not None else None,
+        "phase": ((_phase_of_status(state) or phase_of(state)) if state is not None
+                  else None),  # the vendors' spelling in one lookup, else any case
         "vendor_status": state,
         "event_time": event_time,
         "region": None,
