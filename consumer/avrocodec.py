@@ -26,6 +26,11 @@ consumer.avrocodec --bench`` compares it with fastavro and orjson on this machin
   are symbol strings, maps dicts, fixed and bytes ``bytes``. Corrupt or truncated input raises
   ``ValueError`` (``UnicodeDecodeError`` included) or ``IndexError``, never loops or allocates
   past the data; ``decode`` also rejects trailing bytes.
+- String fields that repeat a few values (codes, operations, regions, attribute keys) are
+  memoized per field, encoded bytes by text and text by bytes: a lookup instead of encoding, and
+  decoded strings shared. A field with more than :data:`MEMO_SIZE` distinct values loses its
+  memo: the encoder or decoder is compiled again without it, and functions already handed out
+  take the new code. So what the memos cost is bounded, and nothing per record.
 
 Not supported: fastavro's ``(name, value)`` tuple notation and ``-type`` hints for unions,
 resolution between different writer and reader schemas, and a two-byte (non-minimal) union index
@@ -38,6 +43,8 @@ import array
 import numbers
 import operator
 import struct
+import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -470,6 +477,77 @@ def _chooser(node: _Node, memo: dict[int, Callable[[Any], bool]]) -> Callable[[A
     return choose
 
 
+# ---------------------------------------------------------------- string memos
+
+MEMO_SIZE = 512
+"""Distinct values a string field's memo takes before the field counts as high-cardinality."""
+
+
+class _Memos:
+    """The string memos of one codec's encoder (``role="encode"``) or decoder, one per field.
+
+    Most string fields repeat a few values (event codes, operations, regions, attribute keys).
+    The encoder takes such a field's finished bytes (union byte, length, UTF-8) from its memo
+    instead of encoding them, the decoder the text for the bytes, so a repeated value costs one
+    dict lookup. The generated code subscripts the memo (a ``try`` costs nothing until a miss
+    raises ``KeyError``) and calls the miss function of :meth:`table`, which fills it. A field
+    that fills its memo (ids, times, free text) is high-cardinality: :meth:`retire` compiles the
+    code again without that memo, so the field costs what it did before memos.
+    """
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.retired: set[str] = set()
+        self.tables: dict[tuple[str, bool], tuple[dict[Any, Any], Callable[[Any], Any]]] = {}
+        self.rebuild: Callable[[], None] = lambda: None
+
+    def wants(self, path: str) -> bool:
+        return path not in self.retired
+
+    def table(self, path: str, nullable: bool = False) -> tuple[dict[Any, Any], Callable[[Any], Any]]:
+        """The memo of the field at ``path`` and the function that fills it on a miss (for the
+        encoder: from the text, with the union byte of ``["null", "string"]`` if ``nullable``;
+        for the decoder: from the UTF-8 bytes)."""
+        key = (path, nullable)
+        if key not in self.tables:
+            memo: dict[Any, Any] = {None: b"\x00"} if nullable else {}
+            self.tables[key] = (memo, self._encode_miss(path, memo, b"\x02" if nullable else b"")
+                                if self.role == "encode" else self._decode_miss(path, memo))
+        return self.tables[key]
+
+    def _encode_miss(self, path: str, memo: dict[Any, Any], head: bytes) -> Callable[[Any], bytes]:
+        def miss(value: Any) -> bytes:
+            data: bytes = value.encode()  # not a str: AttributeError; the checked twin says why
+            n = len(data)
+            piece = head + (_LEN[n] if n < _TABLE else _slen(n)) + data
+            if len(memo) < MEMO_SIZE:
+                memo[value] = piece
+            else:
+                self.retire(path)
+            return piece
+
+        return miss
+
+    def _decode_miss(self, path: str, memo: dict[Any, Any]) -> Callable[[bytes], str]:
+        def miss(data: bytes) -> str:
+            text = data.decode()
+            if len(memo) < MEMO_SIZE:
+                memo[data] = text
+            else:
+                self.retire(path)
+            return text
+
+        return miss
+
+    def retire(self, path: str) -> None:
+        if path not in self.retired:
+            self.retired.add(path)
+            self.rebuild()
+            for (where, _), (memo, _) in self.tables.items():
+                if where == path:
+                    memo.clear()  # emptied, not dropped: a call under way may still look it up
+
+
 # ---------------------------------------------------------------- code generation
 
 
@@ -503,12 +581,15 @@ class _EncGen(_Gen):
     names the failing field; the fast one subscripts, and an out-of-range table index or any
     other error there sends the record to the twin."""
 
-    def __init__(self, ns: dict[str, Any], memo: dict[int, Callable[[Any], bool]], checked: bool) -> None:
+    def __init__(self, ns: dict[str, Any], memo: dict[int, Callable[[Any], bool]], checked: bool,
+                 strings: _Memos | None = None) -> None:
         super().__init__(ns)
         self.memo = memo
         self.checked = checked
+        self.strings = strings
         self.lines: list[str] = []
         self.stack: list[_Node] = []
+        self.path: list[str] = []  # where the generated code is, naming string memos
         self.functions: dict[int, str] = {}
         self.pending: list[_Node] = []
         self.suffix = "c" if checked else "f"
@@ -590,7 +671,23 @@ class _EncGen(_Gen):
             return [self._len(var, "_NLEN", "_nslen"), var]
         return [self._len(var), var]
 
+    def _memoized(self, node: _Node) -> str | None:
+        """The memo path of a string field, if it has a memo (fast path only)."""
+        path = "".join(self.path)
+        if self.strings is None or node.logical or not self.strings.wants(path):
+            return None
+        return path
+
     def _w_string(self, node: _Node, var: str, ind: str, prefixed: bool = False) -> list[str]:
+        path = self._memoized(node)
+        if path is not None:  # prefixed: None is in the memo too, as the union's null byte
+            memo, miss = self.strings.table(path, nullable=prefixed)  # type: ignore[union-attr]
+            piece = self.tmp("e")
+            memo_name = self.const(memo, key=("memo", path, prefixed))
+            miss_name = self.const(miss, key=("miss", path, prefixed))
+            self.emit(ind, f"try: {piece} = {memo_name}[{var}]")
+            self.emit(ind, f"except KeyError: {piece} = {miss_name}({var})")
+            return [piece]
         if node.logical and LOGICAL_WRITERS.get(f"string-{node.logical}"):
             self._coerce(node, var, ind, "str", _as_str)
         data = self.tmp("s")
@@ -629,7 +726,9 @@ class _EncGen(_Gen):
             pieces = self._guarded(node.items, item, inner + "    ", f"'[%d]' % {idx}")
         else:
             self.emit(inner, f"for {item} in {var}:")
+            self.path.append("[]")
             pieces = self.value(node.items, item, inner + "    ")
+            self.path.pop()
         self._extend(sub, pieces, inner + "    ")
         self.emit(inner, f"{sub}.append(b'\\x00')")
         self.emit(inner, f"{piece} = b''.join({sub})")
@@ -660,8 +759,11 @@ class _EncGen(_Gen):
             self.emit(body, f"    raise _fail(_e, '[key]', {key}, 'string') from None")
             pieces = self._guarded(node.values, item, body, f"'[%r]' % ({key},)")
         else:
+            self.path.append("[key]")
             key_pieces = self._w_string(string, key, body)
+            self.path[-1] = "[value]"
             pieces = self.value(node.values, item, body)
+            self.path.pop()
         self._extend(sub, [*key_pieces, *pieces], body)
         self.emit(inner, f"{sub}.append(b'\\x00')")
         self.emit(inner, f"{piece} = b''.join({sub})")
@@ -677,6 +779,8 @@ class _EncGen(_Gen):
                 table = self.const({s: b"\x02" + _zigzag_bytes(i) for i, s in enumerate(other.symbols)},
                                    key=("enum", id(other), b"\x02"))
                 return [f"(b'\\x00' if {var} is None else {table}[{var}])"]
+            if null_index == 0 and other.kind == "string" and self._memoized(other) is not None:
+                return self._w_string(other, var, ind, prefixed=True)
             self.emit(ind, f"if {var} is not None:")
             inner = ind + "    "
             if null_index == 0 and other.kind in ("string", "bytes", "int", "long"):
@@ -700,7 +804,9 @@ class _EncGen(_Gen):
         self.emit(ind, f"{idx} = {choose}({var})")
         for i, branch in enumerate(node.branches):
             self.emit(ind, f"{'if' if i == 0 else 'elif'} {idx} == {i}:")
+            self.path.append(f"|{i}")
             pieces = [repr(_zigzag_bytes(i)), *self.value(branch, var, ind + "    ")]
+            self.path.pop()
             self.emit(ind + "    ", f"{piece} = b''.join(({', '.join(pieces)},))")
         return [piece]
 
@@ -727,7 +833,9 @@ class _EncGen(_Gen):
                                     key=("get", id(node)))
                 self.emit(ind, f"{', '.join(names)} = {getter}({var})")
             for name, f in zip(names, node.fields, strict=True):
+                self.path.append(f".{f.name}")
                 pieces += self.value(f.node, name, ind)
+                self.path.pop()
             return pieces
         self.emit(ind, f"if not isinstance({var}, _Mapping): "
                        f"raise _fail(TypeError(), '', {var}, {node.describe()!r})")
@@ -760,6 +868,7 @@ class _EncGen(_Gen):
             saved, self.lines = self.lines, []
             self.emit("", f"def {self.functions[id(node)]}(_r):")
             self.stack = [node]
+            self.path = [node.fullname]
             pieces = self.record_body(node, "_r", "    ")
             self.emit("    ", f"return b''.join(({', '.join(pieces)},))" if pieces else "return b''")
             sources.append("\n".join(self.lines))
@@ -776,10 +885,12 @@ def _zigzag_bytes(value: int) -> bytes:
 class _DecGen(_Gen):
     """Writes decoder source: ``data`` is bytes, ``pos`` the read position."""
 
-    def __init__(self, ns: dict[str, Any]) -> None:
+    def __init__(self, ns: dict[str, Any], strings: _Memos | None = None) -> None:
         super().__init__(ns)
+        self.strings = strings
         self.lines: list[str] = []
         self.stack: list[_Node] = []
+        self.path: list[str] = []  # where the generated code is, naming string memos
         self.functions: dict[int, str] = {}
         self.pending: list[_Node] = []
 
@@ -842,9 +953,9 @@ class _DecGen(_Gen):
         of its start. One byte unless the high bit (more bytes) or low bit (negative) is set."""
         n, start = self.tmp("n"), self.tmp("s")
         at = f"pos + {skip}" if skip else "pos"
-        self.emit(ind, f"{n} = data[{at}]")
-        self.emit(ind, f"if {n} & 129: {n}, {start} = _read_length(data, {at}); pos = {start} + {n}")
-        self.emit(ind, f"else: {start} = pos + {skip + 1}; pos = {start} + ({n} >> 1)")
+        self.emit(ind, f"{n} = _RLEN1[data[{at}]]")
+        self.emit(ind, f"if {n} < 0: {n}, {start} = _read_length(data, {at}); pos = {start} + {n}")
+        self.emit(ind, f"else: {start} = pos + {skip + 1}; pos = {start} + {n}")
         return start
 
     def _r_bytes(self, node: _Node, target: str, ind: str, skip: int = 0) -> None:
@@ -853,7 +964,14 @@ class _DecGen(_Gen):
 
     def _r_string(self, node: _Node, target: str, ind: str, skip: int = 0) -> None:
         start = self._span(ind, skip)
-        self.emit(ind, f"{target} = data[{start}:pos].decode()")
+        path = "".join(self.path)
+        if self.strings is None or not self.strings.wants(path):
+            self.emit(ind, f"{target} = data[{start}:pos].decode()")
+            return
+        memo, miss = self.strings.table(path)
+        self.emit(ind, f"try: {target} = {self.const(memo, key=('memo', path))}[data[{start}:pos]]")
+        self.emit(ind, f"except KeyError: {target} = {self.const(miss, key=('miss', path))}"
+                       f"(data[{start}:pos])")
 
     def _r_fixed(self, node: _Node, target: str, ind: str) -> None:
         end = self.tmp("e")
@@ -888,13 +1006,18 @@ class _DecGen(_Gen):
         body = loop + "    "
         if is_map:
             key = self.tmp("k")
+            self.path.append("[key]")
             self._r_string(_Node("string", "string"), key, body)
             val = self.tmp("i")
+            self.path[-1] = "[value]"
             self.value(item, val, body)
+            self.path.pop()
             self.emit(body, f"{target}[{key}] = {val}")
         else:
             val = self.tmp("i")
+            self.path.append("[]")
             self.value(item, val, body)
+            self.path.pop()
             self.emit(body, f"{target}.append({val})")
         self._count(count, loop, empty_items)
 
@@ -926,7 +1049,9 @@ class _DecGen(_Gen):
         self.emit(ind, "else: pos += 1")
         for i, branch in enumerate(node.branches):
             self.emit(ind, f"{'if' if i == 0 else 'elif'} {idx} == {i}:")
+            self.path.append(f"|{i}")
             self.value(branch, target, ind + "    ")
+            self.path.pop()
         self.emit(ind, f"else: raise ValueError('union index %d' % {idx})")
 
     def _r_record(self, node: _Node, target: str, ind: str) -> None:
@@ -939,7 +1064,9 @@ class _DecGen(_Gen):
         self.stack.append(node)
         names = [self.tmp("f") for _ in node.fields]
         for name, f in zip(names, node.fields, strict=True):
+            self.path.append(f".{f.name}")
             self.value(f.node, name, ind)
+            self.path.pop()
         items = ", ".join(f"{f.name!r}: {name}" for name, f in zip(names, node.fields, strict=True))
         self.emit(ind, f"{target} = {{{items}}}")
         self.stack.pop()
@@ -955,6 +1082,7 @@ class _DecGen(_Gen):
             saved, self.lines = self.lines, []
             self.emit("", f"def {self.functions[id(node)]}(data, pos):")
             self.stack = []
+            self.path = [node.fullname]
             self._r_record(node, "_out", "    ")
             self.emit("    ", "return _out, pos")
             sources.append("\n".join(self.lines))
@@ -1054,11 +1182,16 @@ class AvroCodec:
     """``decode(data, offset=0)``: the datum in ``data[offset:]``, which it must use up exactly."""
     decode_from: Callable[[bytes | memoryview, int], tuple[Any, int]]
     """``decode_from(data, offset) -> (datum, end)``: for a datum followed by more data."""
-    source: str
-    """The generated Python, for reading and debugging."""
     make_encoder: Callable[[bytes], Callable[[Any], bytes]]
     """``make_encoder(prefix)``: an ``encode`` whose output starts with ``prefix`` (a framing
     header) without a second copy of the body."""
+    sources: dict[str, str]
+    """The generated Python by part (checked encoder, encoder, decoder), as it stands now."""
+
+    @property
+    def source(self) -> str:
+        """The generated Python, for reading and debugging."""
+        return "\n".join(self.sources.values())
 
 
 def _helpers() -> dict[str, Any]:
@@ -1089,18 +1222,61 @@ def compile_codec(schema: Any) -> AvroCodec:
     # retried; the checked twin only runs for real errors or missing nested fields.
     ns["_TOP_DEFAULTS"] = ({f.name: f.default for f in root.fields if f.has_default}
                            if root.kind == "record" else {})
-    fast = _EncGen(ns, memo, checked=False)
-    fast_pieces = fast.value(root, "record", "            ")
     checked = _EncGen(ns, memo, checked=True)
     checked.emit("        ", "_top = record")
     checked_pieces = checked._guarded(root, "_top", "        ", "''")
-    dec = _DecGen(ns)
-    dec.value(root, "_out", "        ")
+    encode_strings, decode_strings = _Memos("encode"), _Memos("decode")
 
-    parts = [
-        *fast.function_sources(),
+    def encoder_source() -> list[str]:
+        fast = _EncGen(ns, memo, checked=False, strings=encode_strings)
+        fast_pieces = fast.value(root, "record", "            ")
+        return [
+            *fast.function_sources(),
+            "def _make_encoder(_prefix):",
+            "    def encode(record):",
+            "        try:",
+            *fast.lines,
+            f"            return b''.join((_prefix, {', '.join(fast_pieces)}))",
+            "        except _CATCH:",
+            "            return _encode_slow(record, _prefix, encode)",
+            "    return encode",
+        ]
+
+    def decoder_source() -> list[str]:
+        dec = _DecGen(ns, decode_strings)
+        dec.value(root, "_out", "        ")
+        return [
+            *dec.function_sources(),
+            "def decode_from(data, pos):",
+            "    if type(data) is not bytes: data = bytes(data)",
+            "    try:",
+            *dec.lines,
+            "    except _struct_error as _e:",
+            "        raise ValueError('truncated float or double') from _e",
+            "    if pos > len(data):",
+            "        raise ValueError('truncated Avro datum')",
+            "    return _out, pos",
+            "def decode(data, offset=0):",
+            "    if type(data) is not bytes: data = bytes(data)",
+            "    pos = offset",
+            "    try:",
+            *dec.lines,
+            "    except _struct_error as _e:",
+            "        raise ValueError('truncated float or double') from _e",
+            "    if pos != len(data):",
+            "        raise ValueError(('truncated' if pos > len(data) else 'trailing bytes after')"
+            " + ' the Avro datum')",
+            "    return _out",
+        ]
+
+    sources: dict[str, str] = {}
+
+    def load(part: str, lines: list[str]) -> None:
+        sources[part] = source = "\n".join(lines) + "\n"
+        exec(compile(source, f"<avrocodec {name} {part}>", "exec"), ns)
+
+    load("checked", [
         *checked.function_sources(),
-        *dec.function_sources(),
         "def _encode_checked(record, _prefix):",
         "    try:",
         *checked.lines,
@@ -1108,46 +1284,39 @@ def compile_codec(schema: Any) -> AvroCodec:
         "        _e.schema = _LABEL",
         "        raise",
         f"    return b''.join((_prefix, {', '.join(checked_pieces)}))",
-        "def make_encoder(_prefix):",
-        "    def encode(record):",
-        "        try:",
-        *fast.lines,
-        f"            return b''.join((_prefix, {', '.join(fast_pieces)}))",
-        "        except _CATCH:",
-        "            return _encode_slow(record, _prefix, encode)",
-        "    return encode",
         "def _encode_slow(record, _prefix, encode):",
         "    if _TOP_DEFAULTS and type(record) is dict and not record.keys() >= _TOP_DEFAULTS.keys():",
         "        return encode({**_TOP_DEFAULTS, **record})  # fails again at most once",
         "    return _encode_checked(record, _prefix)",
-        "def decode_from(data, pos):",
-        "    if type(data) is not bytes: data = bytes(data)",
-        "    try:",
-        *dec.lines,
-        "    except _struct_error as _e:",
-        "        raise ValueError('truncated float or double') from _e",
-        "    if pos > len(data):",
-        "        raise ValueError('truncated Avro datum')",
-        "    return _out, pos",
-        "def decode(data, offset=0):",
-        "    if type(data) is not bytes: data = bytes(data)",
-        "    pos = offset",
-        "    try:",
-        *dec.lines,
-        "    except _struct_error as _e:",
-        "        raise ValueError('truncated float or double') from _e",
-        "    if pos != len(data):",
-        "        raise ValueError(('truncated' if pos > len(data) else 'trailing bytes after')"
-        " + ' the Avro datum')",
-        "    return _out",
-    ]
-    source = "\n".join(parts) + "\n"
-    code = compile(source, f"<avrocodec {name}>", "exec")
-    exec(code, ns)
-    make_encoder = ns["make_encoder"]
-    return AvroCodec(name=label, encode=make_encoder(b""), decode=ns["decode"],
-                     decode_from=ns["decode_from"], source=source, make_encoder=make_encoder)
+    ])
+    load("encoder", encoder_source())
+    load("decoder", decoder_source())
+    decode, decode_from = ns["decode"], ns["decode_from"]
+    encoders: weakref.WeakSet[Callable[[Any], bytes]] = weakref.WeakSet()
+    rebuilding = threading.Lock()  # generators share the namespace's names and counters
 
+    def make_encoder(prefix: bytes) -> Callable[[Any], bytes]:
+        encode: Callable[[Any], bytes] = ns["_make_encoder"](prefix)
+        encoders.add(encode)
+        return encode
+
+    # A retired memo recompiles its functions; callers hold them, so they get the new code.
+    def rebuild_encoder() -> None:
+        with rebuilding:
+            load("encoder", encoder_source())
+            code = ns["_make_encoder"](b"").__code__
+            for encode in list(encoders):
+                encode.__code__ = code
+
+    def rebuild_decoder() -> None:
+        with rebuilding:
+            load("decoder", decoder_source())
+            decode.__code__, decode_from.__code__ = ns["decode"].__code__, ns["decode_from"].__code__
+            ns["decode"], ns["decode_from"] = decode, decode_from
+
+    encode_strings.rebuild, decode_strings.rebuild = rebuild_encoder, rebuild_decoder
+    return AvroCodec(name=label, encode=make_encoder(b""), decode=decode, decode_from=decode_from,
+                     make_encoder=make_encoder, sources=sources)
 
 
 # ---------------------------------------------------------------- benchmark
