@@ -71,6 +71,7 @@ class CorrelateProcessor:
         self.heartbeat = heartbeat
         self.correlators: dict[int, Correlator] = {}
         self._encoders: dict[str, Encoder] = {}
+        self._routes: dict[tuple[str, str], tuple[str, Encoder]] = {}
 
     # -- rebalance -------------------------------------------------------------------------
 
@@ -137,29 +138,51 @@ class CorrelateProcessor:
         if not outcomes:
             return
         m = self.metrics
+        routes = self._routes
         kinds: Counter[tuple[str, str, str]] = Counter()
         timeouts: Counter[tuple[str, str]] = Counter()
+        # Observations grouped by series, each in order: one labels() lookup per series and batch.
+        durations: dict[tuple[str, str, str], list[float]] = {}
+        leads: dict[tuple[str, str], list[float]] = {}
         for o in outcomes:
-            topic = outcome_topic(self.settings, o)
-            encode = self._encoders.get(topic)
-            if encode is None:
-                encode = self._encoders[topic] = self.encoder_for(topic)
-            emit(topic, f"{o['vendor']}:{o['instance_id']}".encode(), encode(o), None, -1)
+            vendor: str = o["vendor"]
+            kind: str = o["outcome"]
             op = o["operation"] if o["known"] else UNKNOWN_OPERATION
-            kinds[(o["vendor"], op, o["outcome"])] += 1
-            if o["outcome"] == "timed_out":
-                timeouts[(o["vendor"], op)] += 1
+            route = routes.get((op, kind))  # the topic depends on these two only
+            if route is None:
+                route = routes[(op, kind)] = self._route(o)
+            topic, encode = route
+            emit(topic, f"{vendor}:{o['instance_id']}".encode(), encode(o), None, -1)
+            kinds[(vendor, op, kind)] += 1
+            if kind == "timed_out":
+                timeouts[(vendor, op)] += 1
             duration = o.get("duration_ms")
-            if o["outcome"] == "completed" and duration is not None:
-                m.operation_duration.labels(o["vendor"], op, o.get("region") or "unknown").observe(
+            if kind == "completed" and duration is not None:
+                durations.setdefault((vendor, op, o.get("region") or "unknown"), []).append(
                     duration / 1000.0)
             lead = o.get("lead_time_ms")
             if lead is not None:
-                m.lead_time.labels(o["vendor"], op).observe(lead / 1000.0)
+                leads.setdefault((vendor, op), []).append(lead / 1000.0)
+        for series, seconds in durations.items():
+            observe = m.operation_duration.labels(*series).observe
+            for value in seconds:
+                observe(value)
+        for pair, seconds in leads.items():
+            observe = m.lead_time.labels(*pair).observe
+            for value in seconds:
+                observe(value)
         for (vendor, op, kind), n in kinds.items():
             m.outcomes.labels(vendor, op, kind).inc(n)
         for (vendor, op), n in timeouts.items():
             m.timeouts.labels(vendor, op).inc(n)
+
+    def _route(self, outcome: Outcome) -> tuple[str, Encoder]:
+        """The topic of an outcome and its encoder (created once per topic)."""
+        topic = outcome_topic(self.settings, outcome)
+        encode = self._encoders.get(topic)
+        if encode is None:
+            encode = self._encoders[topic] = self.encoder_for(topic)
+        return topic, encode
 
     def _emit_changes(self, partitions: set[int], emit: Emit) -> None:
         topic = self.settings.changelog_topic
