@@ -52,6 +52,11 @@ from consumer.model import InstanceEvent
 
 Clock = Callable[[], int]
 
+# Plain dicts of the read-only tables: a mappingproxy's get is a slower call, once per event.
+_PHASE_INPUT = dict(PHASE_INPUT)
+_OPENERS = dict(OPENERS)
+_SINGLE_STATES = dict(SINGLE_STATES)
+
 
 class Step(NamedTuple):
     """One notification's meaning for one operation key."""
@@ -67,6 +72,9 @@ class Step(NamedTuple):
 
 
 Handler = Callable[[Step, "PendingOp | None", InstanceEvent, int, list[Outcome]], None]
+
+_new_step = tuple.__new__
+"""``_new_step(Step, fields)`` builds a Step without NamedTuple's Python-level ``__new__``."""
 
 
 class Correlator:
@@ -108,15 +116,16 @@ class Correlator:
             self._lifecycle(event, now, out)
             return out
         phase = event["phase"]
-        role = PHASE_INPUT.get(phase) if phase is not None else None
+        role = _PHASE_INPUT.get(phase) if phase is not None else None
         if role is None:
             self._single(event, now, out, event["operation"], None)
             return out
         inp, end_kind = role
         eid = event["vendor_event_id"]
-        key = f"{event['vendor']}|{event['instance_id']}|{event['vendor_event_code']}"
-        if eid is not None:
-            key = f"{key}|{eid}"
+        if eid is None:
+            key = f"{event['vendor']}|{event['instance_id']}|{event['vendor_event_code']}"
+        else:
+            key = f"{event['vendor']}|{event['instance_id']}|{event['vendor_event_code']}|{eid}"
         if inp is Input.START:
             when = event["start_time"]
         elif inp is Input.NOTICE:
@@ -125,8 +134,8 @@ class Correlator:
             when = event["end_time"]
         if when is None:
             when = event["event_time"]
-        self._step(Step(key, eid is not None, inp, when, end_kind, event["operation"]),
-                   event, now, out)
+        self._step(_new_step(Step, (key, eid is not None, inp, when, end_kind, event["operation"],
+                                    None, None)), event, now, out)
         return out
 
     def expire(self, now_ms: int | None = None) -> list[Outcome]:
@@ -161,8 +170,9 @@ class Correlator:
     # -- system events ---------------------------------------------------------------------
 
     def _step(self, s: Step, event: InstanceEvent, now: int, out: list[Outcome]) -> None:
-        op = self._pending.get(s.key)
-        marker = self._done.get(s.key)
+        key = s.key
+        op = self._pending.get(key)
+        marker = self._done.get(key)
         if marker is not None and marker.expires > now and self._finished(s, op, marker):
             return
         state = op.state if op is not None else OpState.NONE
@@ -314,7 +324,7 @@ class Correlator:
         when = event["event_time"]
         base = f"{event['vendor']}|{event['instance_id']}|{event['vendor_event_code']}|"
         if prev is not None:
-            closing = OPENERS.get(prev.lower())
+            closing = _OPENERS.get(prev.lower())
         else:  # the vendor names only the new state: the previous one is what we hold open
             if self._lifecycle_straggler(base, when, now):
                 return
@@ -325,12 +335,12 @@ class Correlator:
             self._step(Step(base + closing, False, Input.END, when, kind, name, prev, cur),
                        event, now, out)
             handled = True
-        opening = OPENERS.get(cur_l)
+        opening = _OPENERS.get(cur_l)
         if opening is not None:
             self._step(Step(base + opening, False, Input.START, when, None, opening, cur),
                        event, now, out)
             handled = True
-        single = SINGLE_STATES.get(cur_l)
+        single = _SINGLE_STATES.get(cur_l)
         if single is not None or not handled:
             self._single(event, now, out, single or STATE_CHANGE, cur)
 
@@ -473,8 +483,8 @@ class Correlator:
         self._store.schedule(op, now + delay)
 
     def _remember(self, key: str, by_id: bool, last: int, open_end: bool, now: int) -> None:
-        old = self._store.live_marker(key, now)
-        if old is not None and old.last > last:
+        old = self._done.get(key)
+        if old is not None and old.expires > now and old.last > last:  # a live marker
             last = old.last
         marker = DoneMarker(last, open_end, by_id, now + self.config.done_ttl_ms)
         self._store.remember(key, marker, self.config.max_done)

@@ -87,13 +87,14 @@ class PendingOp:
         attrs = event["attributes"]
         if attrs:
             self.attributes = {**self.attributes, **attrs} if self.attributes else attrs
-        nid = event["notification_id"]
-        if nid is not None and nid not in self.nids and len(self.nids) < MAX_REFS:
-            self.nids.append(nid)
-        src = event.get("source")
-        if src is not None and len(self.sources) < MAX_REFS:
-            self.sources.append(src)
-        self.last_when = max(self.last_when, when)
+        nid, nids = event["notification_id"], self.nids
+        if nid is not None and nid not in nids and len(nids) < MAX_REFS:
+            nids.append(nid)
+        src, sources = event.get("source"), self.sources
+        if src is not None and len(sources) < MAX_REFS:
+            sources.append(src)
+        if when > self.last_when:  # noqa: PLR1730 - max() costs ~1k instructions per event more
+            self.last_when = when
         if self.region is None:
             self.region = event["region"]
         if self.account_id is None:

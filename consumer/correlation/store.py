@@ -94,11 +94,12 @@ class StateStore:
 
     def remember(self, key: str, marker: DoneMarker, max_done: int) -> None:
         """Hold ``marker`` for ``key``; beyond ``max_done`` markers the soonest to expire goes."""
+        done = self.done
         if key not in self._dirty_done:
-            self._dirty_done[key] = key in self.done
-        self.done[key] = marker
+            self._dirty_done[key] = key in done
+        done[key] = marker
         self._push_expiry(marker.expires, key)
-        while len(self.done) > max_done and self._expiries:
+        while len(done) > max_done and self._expiries:
             expires, victim = heappop(self._expiries)
             held = self.done.get(victim)
             if held is not None and held.expires == expires:
