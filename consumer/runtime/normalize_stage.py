@@ -64,7 +64,7 @@ class NormalizeProcessor:
         normalize = self.normalizer.normalize
         encode = self.encode
         out_topic = self.normalized_topic
-        counts: Counter[tuple[str, str, str]] = Counter()
+        labels: list[tuple[str, str, str]] = []  # counted once per batch, in C
         unknown: Counter[str] = Counter()
         rejected: Counter[str] = Counter()
         for msg in messages:
@@ -89,12 +89,12 @@ class NormalizeProcessor:
                 continue
             emit(out_topic, event_key(event).encode(), value, None, -1)
             if event["known"]:
-                counts[(event["vendor"], event["operation"], event["phase"] or "none")] += 1
+                labels.append((event["vendor"], event["operation"], event["phase"] or "none"))
             else:  # unknown codes share one label value so label cardinality stays bounded
-                counts[(event["vendor"], "unknown", event["phase"] or "none")] += 1
+                labels.append((event["vendor"], "unknown", event["phase"] or "none"))
                 unknown[event["vendor"]] += 1
         m = self.metrics
-        for (vendor, operation, phase), n in counts.items():
+        for (vendor, operation, phase), n in Counter(labels).items():
             m.events.labels(STAGE, vendor, operation, phase).inc(n)
         for vendor, n in unknown.items():
             m.unknown_codes.labels(vendor).inc(n)
