@@ -653,7 +653,9 @@ class _EncGen(_Gen):
         self.emit(ind, f"if type({var}) is not int: {var} = {coerce}({var})")
         self.emit(ind, f"{z} = ({var} << 1) ^ ({var} >> 63)")
         wide = "_varint32" if node.kind == "int" else "_varint"
-        return [*head, f"(_SMALL[{z}] if {z} < 128 else {wide}({z}))"]
+        # Up to 28 bits (counts, offsets, durations in ms) straight from the tables, no call.
+        return [*head, f"(_T14F[{z}] if {z} < 16384 else _T14C[{z} & 16383] + _T14F[{z} >> 14]"
+                       f" if {z} < 268435456 else {wide}({z}))"]
 
     _w_long = _w_int
 
@@ -910,14 +912,15 @@ class _DecGen(_Gen):
     def _r_int(self, node: _Node, target: str, ind: str) -> None:
         if node.logical in ("timestamp-millis", "local-timestamp-millis"):
             # Six varint bytes (1970-01-02 to 2039) as three 16-bit words, each looked up in a
-            # table of its 14 bits (an out-of-shape word maps to 2**70: then the slow reader).
+            # table of its bits already in place and zig-zag decoded, so two ORs give the value
+            # (an out-of-shape word, or a negative value, maps to 2**70: then the slow reader).
             a, b, c, n = self.tmp("a"), self.tmp("b"), self.tmp("c"), self.tmp("n")
             self.emit(ind, "try:")
             self.emit(ind, f"    {a}, {b}, {c} = _UNPACK_3H(data, pos)")
-            self.emit(ind, f"    {n} = _D16[{a}] | _D16[{b}] << 14 | _F16[{c}] << 28")
+            self.emit(ind, f"    {n} = _TS0[{a}] | _TS1[{b}] | _TS2[{c}]")
             self.emit(ind, f"except _struct_error: {n} = _BAD16  # fewer than 6 bytes left")
-            self.emit(ind, f"if {n} >> 42: {target}, pos = _read_long(data, pos)")
-            self.emit(ind, f"else: {target} = ({n} >> 1) ^ -({n} & 1); pos += 6")
+            self.emit(ind, f"if {n} >> 41: {target}, pos = _read_long(data, pos)")
+            self.emit(ind, f"else: {target} = {n}; pos += 6")
             return
         c, n, s = self.tmp("c"), self.tmp("n"), self.tmp("s")
         self.emit(ind, f"{c} = data[pos]")
@@ -1152,19 +1155,25 @@ def _read_enum(data: bytes, pos: int, symbols: tuple[str, ...]) -> tuple[str, in
 _BAD16 = 1 << 70
 
 
-def _word_tables() -> tuple[list[int], list[int]]:
-    """Value of the 7+7 bits in a little-endian 16-bit word of a varint: words with both
-    continuation bits set (``D``), words ending the varint (``F``); other words map to 2**70."""
-    values = list(range(1 << 14))
-    inner, last = [_BAD16] * 65536, [_BAD16] * 65536
+def _timestamp_tables() -> tuple[list[int], list[int], list[int]]:
+    """What each little-endian 16-bit word of a six-byte varint adds to the value it encodes, a
+    non-negative long: the first word's 7+7 bits without the zig-zag sign bit (which must be 0),
+    the second's shifted by 13, the last's by 27. Words out of shape (the first two need both
+    continuation bits, the last only the first) and a set sign bit map to 2**70."""
+    first, second, last = [_BAD16] * 65536, [_BAD16] * 65536, [_BAD16] * 65536
     for lo in range(128, 256):
         for hi in range(256):
-            table = inner if hi >= 128 else last
-            table[lo | hi << 8] = values[(lo & 0x7F) | ((hi & 0x7F) << 7)]
-    return inner, last
+            word, bits = lo | hi << 8, (lo & 0x7F) | ((hi & 0x7F) << 7)
+            if hi >= 128:
+                if not bits & 1:
+                    first[word] = bits >> 1
+                second[word] = bits << 13
+            else:
+                last[word] = bits << 27
+    return first, second, last
 
 
-_D16, _F16 = _word_tables()
+_TS0, _TS1, _TS2 = _timestamp_tables()
 _RLEN1 = tuple(c >> 1 if c < 128 and not c & 1 else -1 for c in range(256))
 
 
@@ -1202,8 +1211,8 @@ def _helpers() -> dict[str, Any]:
         "_as_map": _as_map, "_pack_float": _pack_float, "_PACK_D": _PACK_D, "_fail": _fail,
         "_missing": _missing, "_MISSING": _MISSING, "_CATCH": _CATCH, "_Mapping": Mapping,
         "_UNPACK_F": struct.Struct("<f").unpack_from, "_UNPACK_D": struct.Struct("<d").unpack_from,
-        "_RLEN1": _RLEN1, "_UNPACK_3H": struct.Struct("<HHH").unpack_from, "_D16": _D16,
-        "_F16": _F16, "_BAD16": _BAD16, "_read_length": _read_length, "_read_long": _read_long,
+        "_RLEN1": _RLEN1, "_UNPACK_3H": struct.Struct("<HHH").unpack_from, "_TS0": _TS0,
+        "_TS1": _TS1, "_TS2": _TS2, "_BAD16": _BAD16, "_read_length": _read_length, "_read_long": _read_long,
         "_read_count": _read_count, "_read_enum": _read_enum, "_struct_error": struct.error,
         "AvroEncodeError": AvroEncodeError,
     }
