@@ -43,6 +43,7 @@ import array
 import numbers
 import operator
 import struct
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -160,7 +161,7 @@ class _Parser:
                 node.fullname = f"{ns}.{name}" if ns else name
             self.named[node.fullname] = node
             if kind == "enum":
-                node.symbols = list(schema["symbols"])
+                node.symbols = [_interned(s) for s in schema["symbols"]]
             elif kind == "fixed":
                 node.size = int(schema["size"])
             else:
@@ -168,7 +169,8 @@ class _Parser:
                     fnode = self.parse(f["type"], ns)
                     has = "default" in f
                     default = _py_default(fnode, f["default"]) if has else None
-                    node.fields.append(_Field(f["name"], fnode, has, default, f.get("default")))
+                    node.fields.append(_Field(_interned(f["name"]), fnode, has, default,
+                                              f.get("default")))
             return node
         if kind == "array":
             node = _Node("array", schema)
@@ -181,6 +183,12 @@ class _Parser:
         if isinstance(kind, str):  # {"type": "SomeNamedType"}
             return self.parse(kind, namespace)
         raise ValueError(f"not an Avro schema: {schema!r}")
+
+
+def _interned(name: Any) -> Any:
+    """Field names and enum symbols as the interned strings that literals in code are, so the
+    records' keys and values match them by identity in lookups (no string comparison)."""
+    return sys.intern(name) if type(name) is str else name
 
 
 def _py_default(node: _Node, value: Any) -> Any:
