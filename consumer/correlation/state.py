@@ -41,6 +41,10 @@ class OpState(Enum):
     __hash__ = object.__hash__
 
 
+_STATE_VALUES: Final = {state: state.value for state in OpState}
+"""``OpState.value`` without the enum's Python-level property, once per changelog write."""
+
+
 class PendingOp:
     """One open operation. Mutable, owned by the correlator; ``slots`` keep it small and fast."""
 
@@ -107,7 +111,7 @@ class PendingOp:
 
     def encode(self) -> bytes:
         return orjson.dumps({
-            "v": FORMAT_VERSION, "state": self.state.value, "by_id": self.by_id,
+            "v": FORMAT_VERSION, "state": _STATE_VALUES[self.state], "by_id": self.by_id,
             "vendor": self.vendor, "instance_id": self.instance_id, "code": self.code,
             "operation": self.operation, "known": self.known, "region": self.region,
             "account_id": self.account_id, "vendor_event_id": self.vendor_event_id,
