@@ -23,11 +23,13 @@ from consumer.runtime.clients import (
     check_reachable,
     ensure_topics,
     partition_count,
+    producer_conf,
     registry_fetcher,
     topic_exists,
     value_encoder,
 )
 from consumer.runtime.correlate_stage import CorrelateProcessor
+from consumer.runtime.deadletter import DeadLetters, dlq_limit, topic_max_message_bytes
 from consumer.runtime.loop import StageLoop
 from consumer.runtime.normalize_stage import NormalizeProcessor
 from consumer.serde import Decoder, Encoder, load_schemas
@@ -44,10 +46,14 @@ def normalize_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
         ensure_topics(settings, {settings.normalized_topic: {},
                                  settings.dlq_topic: {"retention.ms": DLQ_RETENTION_MS}})
     encode = value_encoder(settings, schemas["InstanceEvent"], settings.normalized_topic)
+    producer_max = int(producer_conf(settings, None)["message.max.bytes"])
     processor = NormalizeProcessor(
         Normalizer(default_timezone=settings.default_timezone,
                    max_payload_bytes=settings.max_message_bytes),
-        encode, settings.normalized_topic, settings.dlq_topic, metrics)
+        encode, settings.normalized_topic,
+        DeadLetters(settings.dlq_topic, "normalize", dlq_limit(settings, producer_max), metrics),
+        metrics,
+        min(topic_max_message_bytes(settings, settings.normalized_topic), producer_max))
     return StageLoop(settings, processor, settings.raw_topics, settings.normalize_group,
                      metrics, health)
 
@@ -55,7 +61,8 @@ def normalize_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
 def correlate_loop(settings: Settings, metrics: Metrics, health: Health) -> StageLoop:
     schemas = load_schemas(settings.schema_dir)
     if settings.create_topics:
-        ensure_topics(settings, {settings.normalized_topic: {}})
+        ensure_topics(settings, {settings.normalized_topic: {},
+                                 settings.dlq_topic: {"retention.ms": DLQ_RETENTION_MS}})
         # Same partition count as the input: changelog partition N holds input partition N's state.
         ensure_topics(settings, {settings.changelog_topic: {"cleanup.policy": "compact"}},
                       partitions=partition_count(settings, settings.normalized_topic))
@@ -74,8 +81,11 @@ def correlate_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
     processor = CorrelateProcessor(
         settings, CorrelatorConfig.from_spec(settings.correlate_timeouts,
                                              max_pending=settings.correlate_max_pending),
-        Decoder(schemas, registry_fetcher(settings)), encoder_for, metrics,
-        heartbeat=health.tick)
+        Decoder(schemas, registry_fetcher(settings), expect="InstanceEvent"), encoder_for, metrics,
+        heartbeat=health.tick,
+        dead_letters=DeadLetters(settings.dlq_topic, "correlate",
+                                 dlq_limit(settings, int(producer_conf(settings, None)["message.max.bytes"])),
+                                 metrics))
     return StageLoop(settings, processor, [settings.normalized_topic], settings.correlate_group,
                      metrics, health)
 

@@ -52,3 +52,11 @@ class KafkaRuntimeError(VmeventsError):
         self.retriable = retriable
         self.fatal = fatal
         self.txn_requires_abort = txn_requires_abort
+
+
+class TransientError(VmeventsError):
+    """A dependency is unavailable for now (the schema registry is down or answers 5xx).
+
+    Not the record's fault: the stage aborts the batch, backs off with readiness false, and
+    processes the same records again, instead of dead-lettering them or exiting.
+    """

@@ -1,12 +1,74 @@
 """Prometheus metrics of one process, on an injected registry (a fresh one per test).
 
 Label values stay bounded: vendor, operation, phase, outcome, region, reason, partition; never an
-instance id. Duration buckets fit operations that take seconds to days, not web latencies.
+instance id. Values that come from payloads (vendor, operation, phase, region: any producer can
+write anything to a topic) pass through :class:`LabelCap` and :class:`CappedLabels`, so hostile or
+noisy input cannot grow ``/metrics`` without limit. Duration buckets fit operations that take
+seconds to days, not web latencies.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+OTHER = "other"
+"""The label value of everything past a cap or not shaped like a label value."""
+UNKNOWN = "unknown"
+"""The label value of a missing (None or empty) payload value."""
+
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
+
+
+class LabelCap:
+    """One label's vocabulary from payloads: the first ``limit`` well-formed values, then ``other``.
+
+    Well-formed is a short identifier (letters, digits, ``._:/-``, at most 64 characters); a
+    missing value is ``unknown``. First come, first kept: real values arrive long before a flood.
+    """
+
+    __slots__ = ("_kept", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._kept: set[str] = set()
+
+    def __call__(self, value: str | None) -> str:
+        if not value:
+            return UNKNOWN
+        kept = self._kept
+        if value in kept:
+            return value
+        if len(kept) >= self.limit or not _LABEL_VALUE.fullmatch(value):
+            return OTHER
+        kept.add(value)
+        return value
+
+
+class CappedLabels:
+    """The label sets of one metric family: each value through its label's cap, and at most
+    ``max_sets`` distinct sets, the rest all ``other``. So one family has at most
+    ``max_sets + 1`` series per sample kind, whatever the product of the vocabularies."""
+
+    __slots__ = ("_caps", "_other", "_sets", "max_sets")
+
+    def __init__(self, caps: Sequence[LabelCap], max_sets: int) -> None:
+        self._caps = tuple(caps)
+        self.max_sets = max_sets
+        self._sets: set[tuple[str, ...]] = set()
+        self._other = (OTHER,) * len(self._caps)
+
+    def __call__(self, *values: str | None) -> tuple[str, ...]:
+        labels = tuple(cap(v) for cap, v in zip(self._caps, values, strict=True))
+        sets = self._sets
+        if labels in sets:
+            return labels
+        if len(sets) >= self.max_sets:
+            return self._other
+        sets.add(labels)
+        return labels
 
 OPERATION_BUCKETS = (1, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400, 259200)
 BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -19,14 +81,20 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # Vocabularies of the payload labels, shared by the families that use them.
+        vendor, operation, phase, region = LabelCap(16), LabelCap(128), LabelCap(16), LabelCap(128)
+        self.event_labels = CappedLabels((vendor, operation, phase), max_sets=1000)
+        self.vendor_labels = CappedLabels((vendor,), max_sets=16)
+        self.operation_labels = CappedLabels((vendor, operation), max_sets=500)
+        self.duration_labels = CappedLabels((vendor, operation, region), max_sets=1000)
         self.events = Counter(
             "vmevents_events", "Events processed, by stage and canonical vendor/operation/phase.",
             ["stage", "vendor", "operation", "phase"], registry=r)
         self.dlq = Counter(
-            "vmevents_dlq", "Raw records sent to the dead letter topic, by reason.",
+            "vmevents_dlq", "Input records sent to the dead letter topic, by reason (each record once).",
             ["reason"], registry=r)
         for reason in ("malformed_json", "not_an_object", "unknown_vendor", "invalid_event",
-                       "too_large"):
+                       "too_large", "encoding", "undecodable"):
             self.dlq.labels(reason)
         self.unknown_codes = Counter(
             "vmevents_unknown_codes", "Events whose vendor code is not in the operation table.",

@@ -114,8 +114,15 @@ class Decoder:
     """
 
     def __init__(self, schemas: Mapping[str, AvroSchema],
-                 fetch_schema: Callable[[int], dict[str, Any]] | None = None) -> None:
-        self._by_fingerprint = {s.fingerprint: _codec(s.raw).decode for s in schemas.values()}
+                 fetch_schema: Callable[[int], dict[str, Any]] | None = None,
+                 *, expect: str | None = None) -> None:
+        """``expect`` (a record name such as ``InstanceEvent``) makes every other record a
+        SerdeError: a reader of one topic must not hand a foreign record to code that expects
+        that schema. A registry schema is accepted when it has every field of the shipped one
+        with the same type (a writer that added fields is fine)."""
+        self._expected = schemas[expect] if expect is not None else None
+        self._by_fingerprint = {s.fingerprint: _codec(s.raw).decode for s in schemas.values()
+                                if expect is None or s.name == expect}
         self._by_id: dict[int, Callable[[bytes, int], Any]] = {}
         self._fetch = fetch_schema
 
@@ -131,10 +138,12 @@ class Decoder:
             if decode_body is None:
                 if self._fetch is None:
                     raise SerdeError(f"schema id {schema_id} needs a Schema Registry")
-                fetched = self._fetch(schema_id)
+                fetched = self._fetch(schema_id)  # SerdeError if unknown, TransientError if down
+                if self._expected is not None:
+                    _check_writer(schema_id, fetched, self._expected.raw)
                 try:
                     decode_body = _codec(fetched).decode
-                except (ValueError, KeyError, TypeError) as exc:
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
                     raise SerdeError(f"schema id {schema_id} is not a usable Avro schema: {exc}") from exc
                 self._by_id[schema_id] = decode_body
             offset = 5
@@ -143,8 +152,33 @@ class Decoder:
         try:
             # Reads from the offset without copying; fails on truncation and on trailing bytes.
             record = decode_body(data, offset)
-        except (ValueError, IndexError) as exc:  # UnicodeDecodeError is a ValueError
-            raise SerdeError(f"corrupt Avro body: {exc}") from exc
+        except (ValueError, IndexError, OverflowError, MemoryError) as exc:  # Unicode errors too
+            raise SerdeError(f"corrupt Avro body: {type(exc).__name__}: {exc}") from exc
         if not isinstance(record, dict):
             raise SerdeError("Avro body is not a record")
         return record
+
+
+def _check_writer(schema_id: int, writer: Any, reader: Mapping[str, Any]) -> None:
+    """SerdeError unless ``writer`` is the ``reader`` record, possibly with fields added.
+
+    Compared in Parsing Canonical Form, field by field, so documentation, defaults and the way a
+    registry re-serialises a schema do not matter, only how the bytes are read.
+    """
+    try:
+        canonical = json.loads(to_parsing_canonical_form(writer))
+    except Exception as exc:  # fastavro raises several types for a malformed schema
+        raise SerdeError(f"schema id {schema_id} is not a usable Avro schema: {exc}") from exc
+    wanted = json.loads(to_parsing_canonical_form(dict(reader)))
+    if not isinstance(canonical, dict) or canonical.get("type") != "record":
+        raise SerdeError(f"schema id {schema_id} is not an Avro record schema")
+    name = str(canonical["name"]).rsplit(".", 1)[-1]
+    if name != reader["name"]:
+        raise SerdeError(f"schema id {schema_id} is {canonical['name']}, expected {reader['name']}")
+    fields = {f["name"]: f["type"] for f in canonical["fields"]}
+    for field in wanted["fields"]:
+        if field["name"] not in fields:
+            raise SerdeError(f"schema id {schema_id} ({name}) has no field {field['name']!r}")
+        if fields[field["name"]] != field["type"]:
+            raise SerdeError(f"schema id {schema_id} ({name}) has another type for "
+                             f"field {field['name']!r}")

@@ -11,9 +11,15 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from consumer.config import Settings
-from consumer.errors import KafkaRuntimeError
+from consumer.errors import KafkaRuntimeError, TransientError
 from consumer.logs import kafka_logger
-from consumer.serde import AvroSchema, Encoder, confluent_encoder, single_object_encoder
+from consumer.serde import (
+    AvroSchema,
+    Encoder,
+    SerdeError,
+    confluent_encoder,
+    single_object_encoder,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -174,8 +180,9 @@ def value_encoder(settings: Settings, schema: AvroSchema, topic: str) -> Encoder
     return confluent_encoder(schema, schema_id)
 
 
-def registry_conf(settings: Settings) -> dict[str, str]:
-    conf = {"url": settings.schema_registry_url or ""}
+def registry_conf(settings: Settings) -> dict[str, Any]:
+    # The client waits forever on a silent registry unless told otherwise.
+    conf: dict[str, Any] = {"url": settings.schema_registry_url or "", "timeout": 10}
     if settings.schema_registry_auth:
         conf["basic.auth.user.info"] = settings.schema_registry_auth
     return conf
@@ -186,11 +193,29 @@ def registry_fetcher(settings: Settings) -> Any:
     if not settings.schema_registry_url:
         return None
     from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
 
     client = SchemaRegistryClient(registry_conf(settings))
+    where = settings.schema_registry_url
 
     def fetch(schema_id: int) -> dict[str, Any]:
-        return dict(json.loads(client.get_schema(schema_id).schema_str or "{}"))
+        """Only a registry answering "no such schema" (404) makes the record undecodable (a
+        dead letter). Anything else (unreachable, 5xx, 401/403 after a credential rotation) is
+        not the record's fault: TransientError, and the batch is retried later."""
+        try:
+            schema = client.get_schema(schema_id)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                raise SerdeError(f"schema id {schema_id} is not in the registry: {exc}") from None
+            raise TransientError(f"schema registry at {where} failed to return schema id "
+                                 f"{schema_id}: {exc}") from None
+        except Exception as exc:  # httpx's ConnectError, timeouts, TLS, a proxy's HTML page
+            raise TransientError(f"schema registry at {where} gave no answer for schema id "
+                                 f"{schema_id}: {type(exc).__name__}: {exc}") from None
+        try:
+            return dict(json.loads(schema.schema_str or "{}"))
+        except (ValueError, TypeError) as exc:
+            raise SerdeError(f"schema id {schema_id} is not JSON: {exc}") from None
 
     return fetch
 

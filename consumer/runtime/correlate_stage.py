@@ -29,6 +29,7 @@ from consumer.config import Settings
 from consumer.correlator import UNKNOWN_OPERATION, Correlator, CorrelatorConfig, Outcome
 from consumer.metrics import Metrics
 from consumer.model import InstanceEvent
+from consumer.runtime.deadletter import KAFKA_DEFAULT_MAX_MESSAGE_BYTES, DeadLetters
 from consumer.runtime.loop import Emit
 from consumer.serde import Decoder, Encoder, SerdeError
 
@@ -59,9 +60,12 @@ class CorrelateProcessor:
     def __init__(self, settings: Settings, config: CorrelatorConfig, decoder: Decoder,
                  encoder_for: Callable[[str], Encoder], metrics: Metrics,
                  clock: Callable[[], int] = wall_clock_ms,
-                 heartbeat: Callable[[], None] = lambda: None) -> None:
+                 heartbeat: Callable[[], None] = lambda: None,
+                 dead_letters: DeadLetters | None = None) -> None:
         """``encoder_for(topic)`` is called once per outcome topic (it may create the topic and
-        register the schema under the topic's subject); its encoder is reused after that."""
+        register the schema under the topic's subject); its encoder is reused after that.
+        Undecodable input goes to ``dead_letters`` (by default the DLQ topic, sized to Kafka's
+        default limit)."""
         self.settings = settings
         self.config = config
         self.decoder = decoder
@@ -69,6 +73,8 @@ class CorrelateProcessor:
         self.metrics = metrics
         self.clock = clock
         self.heartbeat = heartbeat
+        self.dead_letters = dead_letters or DeadLetters(
+            settings.dlq_topic, STAGE, KAFKA_DEFAULT_MAX_MESSAGE_BYTES, metrics)
         self.correlators: dict[int, Correlator] = {}
         self._encoders: dict[str, Encoder] = {}
         self._routes: dict[tuple[str, str], tuple[str, Encoder]] = {}
@@ -103,10 +109,11 @@ class CorrelateProcessor:
     # -- processing ------------------------------------------------------------------------
 
     def process(self, messages: Sequence[Message], emit: Emit) -> None:
+        """Raises TransientError (the registry is down) for the loop to retry the batch later."""
         decode = self.decoder.decode
         touched: set[int] = set()
         outcomes: list[Outcome] = []
-        undecodable = 0
+        undecodable: list[Message] = []
         for msg in messages:
             partition = msg.partition() or 0  # never None for a consumed record
             correlator = self.correlators.get(partition)
@@ -115,14 +122,15 @@ class CorrelateProcessor:
             try:
                 event: InstanceEvent = decode(msg.value() or b"")  # type: ignore[assignment]
             except SerdeError as exc:
-                undecodable += 1
-                log.error("undecodable normalized record", error=str(exc), topic=msg.topic(),
-                          partition=partition, offset=msg.offset())
+                self.dead_letters.send(emit, msg, "undecodable", exc)
+                undecodable.append(msg)
+                log.error("undecodable normalized record sent to the DLQ", error=str(exc),
+                          topic=msg.topic(), partition=partition, offset=msg.offset())
                 continue
             outcomes.extend(correlator.process(event))
             touched.add(partition)
         if undecodable:
-            self.metrics.dlq.labels("undecodable").inc(undecodable)
+            self.dead_letters.count(undecodable, ["undecodable"] * len(undecodable))
         self._emit_outcomes(outcomes, emit)
         self._emit_changes(touched, emit)
 
@@ -142,7 +150,7 @@ class CorrelateProcessor:
         kinds: Counter[tuple[str, str, str]] = Counter()
         timeouts: Counter[tuple[str, str]] = Counter()
         # Observations grouped by series, each in order: one labels() lookup per series and batch.
-        durations: dict[tuple[str, str, str], list[float]] = {}
+        durations: dict[tuple[str, str, str | None], list[float]] = {}
         leads: dict[tuple[str, str], list[float]] = {}
         for o in outcomes:
             vendor: str = o["vendor"]
@@ -158,23 +166,23 @@ class CorrelateProcessor:
                 timeouts[(vendor, op)] += 1
             duration = o.get("duration_ms")
             if kind == "completed" and duration is not None:
-                durations.setdefault((vendor, op, o.get("region") or "unknown"), []).append(
-                    duration / 1000.0)
+                durations.setdefault((vendor, op, o.get("region")), []).append(duration / 1000.0)
             lead = o.get("lead_time_ms")
             if lead is not None:
                 leads.setdefault((vendor, op), []).append(lead / 1000.0)
+        # Payload values become labels only through the caps (consumer.metrics.CappedLabels).
         for series, seconds in durations.items():
-            observe = m.operation_duration.labels(*series).observe
+            observe = m.operation_duration.labels(*m.duration_labels(*series)).observe
             for value in seconds:
                 observe(value)
         for pair, seconds in leads.items():
-            observe = m.lead_time.labels(*pair).observe
+            observe = m.lead_time.labels(*m.operation_labels(*pair)).observe
             for value in seconds:
                 observe(value)
         for (vendor, op, kind), n in kinds.items():
-            m.outcomes.labels(vendor, op, kind).inc(n)
+            m.outcomes.labels(*m.operation_labels(vendor, op), kind).inc(n)
         for (vendor, op), n in timeouts.items():
-            m.timeouts.labels(vendor, op).inc(n)
+            m.timeouts.labels(*m.operation_labels(vendor, op)).inc(n)
 
     def _route(self, outcome: Outcome) -> tuple[str, Encoder]:
         """The topic of an outcome and its encoder (created once per topic)."""

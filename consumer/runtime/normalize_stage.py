@@ -1,4 +1,9 @@
-"""Stage ``normalize``: raw vendor JSON in, InstanceEvent (keyed by instance) or DLQ out."""
+"""Stage ``normalize``: raw vendor JSON in, InstanceEvent (keyed by instance) or DLQ out.
+
+Whatever a raw record holds (null, empty, binary, any size the broker accepts), it ends in the
+normalized topic or in the DLQ: rejections, encoding failures and outputs too large for the
+normalized topic are dead letters, sized to fit the DLQ topic (:mod:`consumer.runtime.deadletter`).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,12 @@ from collections.abc import Sequence
 import structlog
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from consumer.errors import RejectedEvent
+from consumer.errors import PayloadTooLarge, RejectedEvent
 from consumer.metrics import Metrics
 from consumer.model import event_key
 from consumer.normalize import Normalizer
-from consumer.runtime.loop import Emit, Headers
+from consumer.runtime.deadletter import DeadLetters, record_size, usable_bytes
+from consumer.runtime.loop import Emit
 from consumer.serde import Encoder
 
 log = structlog.get_logger(__name__)
@@ -20,33 +26,24 @@ log = structlog.get_logger(__name__)
 STAGE = "normalize"
 
 
-def dlq_headers(exc: Exception, reason: str, msg: Message) -> Headers:
-    """Why and where from, as ``vmevents.dlq.*`` headers (see avro/DeadLetter.md)."""
-    _, ts = msg.timestamp()
-    return [
-        ("vmevents.dlq.reason", reason.encode()),
-        ("vmevents.dlq.error", str(exc)[:1024].encode("utf-8", "replace")),
-        ("vmevents.dlq.exception", type(exc).__name__.encode()),
-        ("vmevents.dlq.stage", STAGE.encode()),
-        ("vmevents.dlq.source.topic", (msg.topic() or "").encode()),
-        ("vmevents.dlq.source.partition", str(msg.partition()).encode()),
-        ("vmevents.dlq.source.offset", str(msg.offset()).encode()),
-        ("vmevents.dlq.source.timestamp", str(ts).encode()),
-    ]
-
-
 class NormalizeProcessor:
-    """Pure normalizer plus Avro encoding; stateless, so rebalances and aborts need no work."""
+    """Pure normalizer plus Avro encoding; stateless, so rebalances and aborts need no work.
+
+    ``max_output_bytes`` is the most one record may take on the normalized topic (its
+    ``max.message.bytes`` and the producer's limit); a larger encoded event is a ``too_large``
+    dead letter instead of a produce error that would stop the stage.
+    """
 
     stage = STAGE
 
     def __init__(self, normalizer: Normalizer, encode: Encoder, normalized_topic: str,
-                 dlq_topic: str, metrics: Metrics) -> None:
+                 dead_letters: DeadLetters, metrics: Metrics, max_output_bytes: int) -> None:
         self.normalizer = normalizer
         self.encode = encode
         self.normalized_topic = normalized_topic
-        self.dlq_topic = dlq_topic
+        self.dead_letters = dead_letters
         self.metrics = metrics
+        self.output_budget = usable_bytes(max_output_bytes)
 
     def on_assign(self, consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
         return
@@ -64,16 +61,23 @@ class NormalizeProcessor:
         normalize = self.normalizer.normalize
         encode = self.encode
         out_topic = self.normalized_topic
-        labels: list[tuple[str, str, str]] = []  # counted once per batch, in C
+        budget = self.output_budget
+        labels: list[tuple[str | None, str, str]] = []  # counted once per batch, in C
         unknown: Counter[str] = Counter()
-        rejected: Counter[str] = Counter()
+        dead: list[Message] = []
+        reasons: list[str] = []
+
+        def reject(msg: Message, reason: str, exc: Exception) -> None:
+            self.dead_letters.send(emit, msg, reason, exc)
+            dead.append(msg)
+            reasons.append(reason)
+
         for msg in messages:
             raw = msg.value() or b""
             try:
                 event = normalize(raw)
             except RejectedEvent as exc:
-                rejected[exc.reason] += 1
-                emit(self.dlq_topic, msg.key(), msg.value(), dlq_headers(exc, exc.reason, msg), -1)
+                reject(msg, exc.reason, exc)
                 log.debug("rejected", reason=exc.reason, error=str(exc), topic=msg.topic(),
                           partition=msg.partition(), offset=msg.offset())
                 continue
@@ -82,12 +86,17 @@ class NormalizeProcessor:
             try:
                 value = encode(event)
             except (ValueError, TypeError, OverflowError) as exc:  # an adapter bug, not the input's
-                rejected["encoding"] += 1
-                emit(self.dlq_topic, msg.key(), msg.value(), dlq_headers(exc, "encoding", msg), -1)
+                reject(msg, "encoding", exc)
                 log.error("encoding failed", error=str(exc), topic=msg.topic(),
                           partition=msg.partition(), offset=msg.offset())
                 continue
-            emit(out_topic, event_key(event).encode(), value, None, -1)
+            key = event_key(event).encode()
+            if record_size(key, value, []) > budget:
+                reject(msg, "too_large", PayloadTooLarge(
+                    f"normalized event of {len(value)} bytes exceeds what {out_topic} accepts "
+                    f"({budget} bytes)"))
+                continue
+            emit(out_topic, key, value, None, -1)
             if event["known"]:
                 labels.append((event["vendor"], event["operation"], event["phase"] or "none"))
             else:  # unknown codes share one label value so label cardinality stays bounded
@@ -95,8 +104,8 @@ class NormalizeProcessor:
                 unknown[event["vendor"]] += 1
         m = self.metrics
         for (vendor, operation, phase), n in Counter(labels).items():
-            m.events.labels(STAGE, vendor, operation, phase).inc(n)
+            m.events.labels(STAGE, *m.event_labels(vendor, operation, phase)).inc(n)
         for vendor, n in unknown.items():
-            m.unknown_codes.labels(vendor).inc(n)
-        for reason, n in rejected.items():
-            m.dlq.labels(reason).inc(n)
+            m.unknown_codes.labels(*m.vendor_labels(vendor)).inc(n)
+        if dead:
+            self.dead_letters.count(dead, reasons)
