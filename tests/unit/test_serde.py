@@ -7,9 +7,19 @@ from pathlib import Path
 
 import fastavro
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consumer.config import DEFAULT_SCHEMA_DIR
-from consumer.serde import Decoder, SerdeError, confluent_encoder, load_schemas, single_object_encoder
+from consumer.errors import TransientError
+from consumer.serde import (
+    AvroSchema,
+    Decoder,
+    SerdeError,
+    confluent_encoder,
+    load_schemas,
+    single_object_encoder,
+)
 
 EVENT = {
     "vendor": "jdcloud", "instance_id": "i-bc4****9oh", "vendor_event_code": "SystemFailure.Reboot",
@@ -85,3 +95,76 @@ def test_truncated_body_raises_serde_error() -> None:
     data = single_object_encoder(schemas["InstanceEvent"])(EVENT)
     with pytest.raises(SerdeError):
         Decoder(schemas).decode(data[:20])
+
+
+
+DEAD_LETTER = {"reason": "r", "error": "e", "exception": "X", "stage": "normalize",
+               "source_topic": "t", "source_partition": 0, "source_offset": 1,
+               "source_timestamp": None, "payload": b""}
+
+
+def test_a_reader_expecting_instance_events_rejects_other_records() -> None:
+    schemas = load_schemas(DEFAULT_SCHEMA_DIR)
+    registry = {1: avsc("InstanceEvent"), 2: avsc("DeadLetter")}
+    decoder = Decoder(schemas, fetch_schema=registry.__getitem__, expect="InstanceEvent")
+    assert decoder.decode(confluent_encoder(schemas["InstanceEvent"], 1)(EVENT)) == EVENT
+    assert decoder.decode(single_object_encoder(schemas["InstanceEvent"])(EVENT)) == EVENT
+    with pytest.raises(SerdeError, match="expected InstanceEvent"):
+        decoder.decode(confluent_encoder(schemas["DeadLetter"], 2)(DEAD_LETTER))
+    with pytest.raises(SerdeError, match="unknown schema fingerprint"):
+        decoder.decode(single_object_encoder(schemas["DeadLetter"])(DEAD_LETTER))
+
+
+def test_a_registry_schema_must_have_every_field_with_the_same_type() -> None:
+    schemas = load_schemas(DEFAULT_SCHEMA_DIR)
+    base = avsc("InstanceEvent")
+    added = {**base, "doc": "a newer writer", "fields": [
+        *base["fields"], {"name": "extra", "type": "string", "default": ""}]}
+    missing = {**base, "fields": [f for f in base["fields"] if f["name"] != "region"]}
+    retyped = {**base, "fields": [{**f, "type": "long"} if f["name"] == "known" else f
+                                  for f in base["fields"]]}
+    registry = {1: added, 2: missing, 3: retyped}
+    decoder = Decoder(schemas, fetch_schema=registry.__getitem__, expect="InstanceEvent")
+    newer = AvroSchema.from_dict(added)
+    assert decoder.decode(confluent_encoder(newer, 1)({**EVENT, "extra": "x"}))["extra"] == "x"
+    with pytest.raises(SerdeError, match="has no field 'region'"):
+        decoder.decode(confluent_encoder(schemas["InstanceEvent"], 2)(EVENT))
+    with pytest.raises(SerdeError, match="another type for field 'known'"):
+        decoder.decode(confluent_encoder(schemas["InstanceEvent"], 3)(EVENT))
+
+
+def test_a_registry_outage_is_not_cached_and_not_a_serde_error() -> None:
+    schemas = load_schemas(DEFAULT_SCHEMA_DIR)
+    calls = []
+
+    def fetch(schema_id: int) -> dict:
+        calls.append(schema_id)
+        if len(calls) == 1:
+            raise TransientError("registry down")
+        return avsc("InstanceEvent")
+
+    decoder = Decoder(schemas, fetch_schema=fetch, expect="InstanceEvent")
+    data = confluent_encoder(schemas["InstanceEvent"], 9)(EVENT)
+    with pytest.raises(TransientError):
+        decoder.decode(data)
+    assert decoder.decode(data) == EVENT
+    assert decoder.decode(data) == EVENT
+    assert calls == [9, 9]
+
+
+@settings(max_examples=300, deadline=None)
+@given(cut=st.integers(min_value=0, max_value=400), noise=st.binary(max_size=64),
+       framing=st.sampled_from(["single", "confluent"]))
+def test_any_corruption_of_a_body_is_a_serde_error_never_another_exception(
+        cut: int, noise: bytes, framing: str) -> None:
+    schemas = load_schemas(DEFAULT_SCHEMA_DIR)
+    encode = (single_object_encoder(schemas["InstanceEvent"]) if framing == "single"
+              else confluent_encoder(schemas["InstanceEvent"], 1))
+    data = encode(EVENT)
+    corrupt = data[: 5 + cut] + noise
+    decoder = Decoder(schemas, fetch_schema=lambda _: avsc("InstanceEvent"), expect="InstanceEvent")
+    try:
+        record = decoder.decode(corrupt)
+    except SerdeError:
+        return
+    assert set(record) == set(EVENT)  # bytes that still decode give a whole InstanceEvent
