@@ -30,10 +30,13 @@ def create_topics(bootstrap: str, topics: Mapping[str, int], config: Mapping[str
         future.result(30)
 
 
-def produce(bootstrap: str, topic: str, values: Iterable[bytes | tuple[bytes, bytes]], *,
-            keyed: bool = False) -> int:
-    """Produce values (or ``(key, value)`` pairs); ``keyed`` keys plain values by their index."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10, "enable.idempotence": True})
+def produce(bootstrap: str, topic: str, values: Iterable[bytes | tuple[bytes | None, bytes | None]],
+            *, keyed: bool = False, config: Mapping[str, object] | None = None) -> int:
+    """Produce values (or ``(key, value)`` pairs); ``keyed`` keys plain values by their index.
+
+    ``config`` adds producer settings (``message.max.bytes`` for oversized records)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10, "enable.idempotence": True,
+                         **(config or {})})
     n = 0
     for i, item in enumerate(values):
         if isinstance(item, tuple):
