@@ -21,6 +21,7 @@ from consumer.errors import ConfigError, KafkaRuntimeError, RejectedEvent
 from consumer.jsonout import timestamp_fields, to_json_line
 from consumer.logs import configure
 from consumer.normalize import Normalizer
+from consumer.redact import redact
 from consumer.serde import load_schemas
 
 STAGES = ("normalize", "correlate")
@@ -191,13 +192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
-        configure(settings.log_format, settings.log_level)
+        configure(settings.log_format, settings.log_level, settings.secret_values())
         return int(args.func(args, settings))
     except ConfigError as exc:
-        print(f"vmevents: configuration error: {exc}", file=sys.stderr)
+        print(f"vmevents: configuration error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KafkaRuntimeError as exc:
-        print(f"vmevents: {exc}", file=sys.stderr)
+        print(f"vmevents: {redact(str(exc))}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         return 0

@@ -12,12 +12,16 @@ from __future__ import annotations
 import os
 import socket
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
+from urllib.parse import unquote
 
 from consumer.errors import ConfigError
+from consumer.redact import SECRET_NAME, redact, url_without_credentials
+
+T = TypeVar("T")
 
 Guarantee = Literal["exactly_once", "at_least_once"]
 
@@ -35,9 +39,9 @@ class Settings:
     """All settings of one process. Defaults are what a local run and most clusters want."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
-    kafka_extra: Mapping[str, str] = field(default_factory=dict)
-    schema_registry_url: str | None = None
-    schema_registry_auth: str | None = None
+    kafka_extra: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
+    schema_registry_url: str | None = None  # never with credentials: they are in the next field
+    schema_registry_auth: str | None = field(default=None, repr=False)
     schema_dir: Path = DEFAULT_SCHEMA_DIR
     raw_topics: tuple[str, ...] = ("vm.events.raw",)
     normalized_topic: str = "vm.events.normalized"
@@ -67,6 +71,13 @@ class Settings:
     def transactional_id_for(self, group: str) -> str:
         """A stable id per process: the pod name in Kubernetes, so a restart fences its zombie."""
         return self.transactional_id or f"{group}-{socket.gethostname()}"
+
+    def secret_values(self) -> list[str]:
+        """The values no log line or error may show (for :mod:`consumer.redact`)."""
+        secrets = [v for k, v in self.kafka_extra.items() if SECRET_NAME.search(k)]
+        if self.schema_registry_auth:
+            secrets += [self.schema_registry_auth, self.schema_registry_auth.partition(":")[2]]
+        return secrets
 
     def kafka_common(self) -> dict[str, str | int | float | bool]:
         conf: dict[str, str | int | float | bool] = {"bootstrap.servers": self.bootstrap_servers}
@@ -130,9 +141,52 @@ def kafka_passthrough(env: Mapping[str, str]) -> dict[str, str]:
     return extra
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate settings; raises ConfigError naming the first bad variable."""
-    env = os.environ if env is None else env
+def _registry(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """``SCHEMA_REGISTRY_URL`` without credentials, and the credentials from wherever they were.
+
+    Credentials in the URL (``http://user:pass@host``) move to the basic-auth setting, so the URL
+    can be logged and shown in errors as it is. Credentials in both places are a conflict.
+    """
+    raw = env.get("SCHEMA_REGISTRY_URL", "").strip()
+    if not raw:
+        return None, env.get("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO") or None
+    urls, userinfos = [], set()
+    for item in raw.split(","):
+        url, userinfo = url_without_credentials(item.strip())
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"SCHEMA_REGISTRY_URL={redact(raw)!r} must start with http:// or https://")
+        urls.append(url)
+        if userinfo is not None:
+            userinfos.add(userinfo)
+    explicit = env.get("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO") or None
+    if userinfos and explicit:
+        raise ConfigError("SCHEMA_REGISTRY_URL carries credentials and "
+                          "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO is set too: give them in one place")
+    if len(userinfos) > 1:
+        raise ConfigError("SCHEMA_REGISTRY_URL lists URLs with different credentials")
+    if userinfos:
+        user, _, password = userinfos.pop().partition(":")
+        explicit = f"{unquote(user)}:{unquote(password)}"
+    if explicit is not None and ":" not in explicit:
+        raise ConfigError("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO must be user:password")
+    return ",".join(urls), explicit
+
+
+class _Problems:
+    """Collects every bad variable, so one start reports them all on one line."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def check(self, read: Callable[[], T], fallback: T) -> T:
+        try:
+            return read()
+        except ConfigError as exc:
+            self.messages.append(str(exc))
+            return fallback
+
+
+def _raw_topics(env: Mapping[str, str]) -> tuple[str, ...]:
     raw_topics = tuple(
         t.strip() for t in env.get("VMEVENTS_RAW_TOPICS", "vm.events.raw").split(",") if t.strip()
     )
@@ -140,55 +194,85 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("VMEVENTS_RAW_TOPICS must name at least one topic")
     for t in raw_topics:
         _topic({"VMEVENTS_RAW_TOPICS": t}, "VMEVENTS_RAW_TOPICS", t)
+    return raw_topics
+
+
+def _timezone(env: Mapping[str, str]) -> str:
     tz = env.get("VMEVENTS_DEFAULT_TIMEZONE", "Asia/Shanghai")
     try:
         zoneinfo.ZoneInfo(tz)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"VMEVENTS_DEFAULT_TIMEZONE={tz!r} is not a known time zone") from None
-    registry = env.get("SCHEMA_REGISTRY_URL", "").strip() or None
-    if registry and not registry.startswith(("http://", "https://")):
-        raise ConfigError(f"SCHEMA_REGISTRY_URL={registry!r} must start with http:// or https://")
+    return tz
+
+
+def _bootstrap(env: Mapping[str, str]) -> str:
     bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092").strip()
     for hostport in bootstrap.split(","):
         host, _, port = hostport.strip().rpartition(":")
         if not host or not port.isdigit():
-            raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap!r}: expected host:port[,host:port]")
+            raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS={redact(bootstrap)!r}: "
+                              "expected host:port[,host:port]")
+    return bootstrap
+
+
+def _schema_dir(env: Mapping[str, str]) -> Path:
     schema_dir = Path(env.get("VMEVENTS_SCHEMA_DIR", str(DEFAULT_SCHEMA_DIR)))
     if not (schema_dir / "InstanceEvent.avsc").is_file():
         raise ConfigError(f"VMEVENTS_SCHEMA_DIR={str(schema_dir)!r} holds no InstanceEvent.avsc")
-    guarantee = _choice(env, "VMEVENTS_PROCESSING_GUARANTEE", "exactly_once",
-                        ("exactly_once", "at_least_once"))
-    log_format = _choice(env, "VMEVENTS_LOG_FORMAT", "auto", ("auto", "json", "console"))
-    log_level = _choice(env, "VMEVENTS_LOG_LEVEL", "info",
-                        ("debug", "info", "warning", "error", "critical"))
-    return Settings(
-        bootstrap_servers=bootstrap,
-        kafka_extra=kafka_passthrough(env),
+    return schema_dir
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate settings; raises one ConfigError naming every bad variable."""
+    env = os.environ if env is None else env
+    p = _Problems()
+    c = p.check
+    no_registry: tuple[str | None, str | None] = (None, None)
+    registry, registry_auth = c(lambda: _registry(env), no_registry)
+    guarantee = c(lambda: _choice(env, "VMEVENTS_PROCESSING_GUARANTEE", "exactly_once",
+                                  ("exactly_once", "at_least_once")), "exactly_once")
+    log_format = c(lambda: _choice(env, "VMEVENTS_LOG_FORMAT", "auto", ("auto", "json", "console")),
+                   "auto")
+    settings = Settings(
+        bootstrap_servers=c(lambda: _bootstrap(env), ""),
+        kafka_extra=c(lambda: kafka_passthrough(env), {}),
         schema_registry_url=registry,
-        schema_registry_auth=env.get("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO") or None,
-        schema_dir=schema_dir,
-        raw_topics=raw_topics,
-        normalized_topic=_topic(env, "VMEVENTS_NORMALIZED_TOPIC", "vm.events.normalized"),
-        dlq_topic=_topic(env, "VMEVENTS_DLQ_TOPIC", "vm.events.dlq"),
-        changelog_topic=_topic(env, "VMEVENTS_CHANGELOG_TOPIC", "vmevents.correlate-changelog"),
-        outcome_topic_prefix=_topic(env, "VMEVENTS_OUTCOME_TOPIC_PREFIX", "", allow_empty=True),
-        outcome_single_topic=_topic(env, "VMEVENTS_OUTCOME_SINGLE_TOPIC", "", allow_empty=True),
+        schema_registry_auth=registry_auth,
+        schema_dir=c(lambda: _schema_dir(env), DEFAULT_SCHEMA_DIR),
+        raw_topics=c(lambda: _raw_topics(env), ()),
+        normalized_topic=c(lambda: _topic(env, "VMEVENTS_NORMALIZED_TOPIC", "vm.events.normalized"), ""),
+        dlq_topic=c(lambda: _topic(env, "VMEVENTS_DLQ_TOPIC", "vm.events.dlq"), ""),
+        changelog_topic=c(lambda: _topic(env, "VMEVENTS_CHANGELOG_TOPIC",
+                                         "vmevents.correlate-changelog"), ""),
+        outcome_topic_prefix=c(lambda: _topic(env, "VMEVENTS_OUTCOME_TOPIC_PREFIX", "",
+                                              allow_empty=True), ""),
+        outcome_single_topic=c(lambda: _topic(env, "VMEVENTS_OUTCOME_SINGLE_TOPIC", "",
+                                              allow_empty=True), ""),
         normalize_group=env.get("VMEVENTS_NORMALIZE_GROUP", "vmevents-normalize"),
         correlate_group=env.get("VMEVENTS_CORRELATE_GROUP", "vmevents-correlate"),
         guarantee="exactly_once" if guarantee == "exactly_once" else "at_least_once",
         transactional_id=env.get("VMEVENTS_TRANSACTIONAL_ID") or None,
-        batch_size=_int(env, "VMEVENTS_BATCH_SIZE", 2000, minimum=1, maximum=1_000_000),
-        batch_timeout_ms=_int(env, "VMEVENTS_BATCH_TIMEOUT_MS", 100, minimum=1),
-        transaction_timeout_ms=_int(env, "VMEVENTS_TRANSACTION_TIMEOUT_MS", 60_000, minimum=1000),
-        default_timezone=tz,
-        max_message_bytes=_int(env, "VMEVENTS_MAX_MESSAGE_BYTES", 1_048_576, minimum=1024),
-        metrics_port=_int(env, "VMEVENTS_METRICS_PORT", 8080, minimum=0, maximum=65535),
+        batch_size=c(lambda: _int(env, "VMEVENTS_BATCH_SIZE", 2000, minimum=1, maximum=1_000_000), 1),
+        batch_timeout_ms=c(lambda: _int(env, "VMEVENTS_BATCH_TIMEOUT_MS", 100, minimum=1), 1),
+        transaction_timeout_ms=c(lambda: _int(env, "VMEVENTS_TRANSACTION_TIMEOUT_MS", 60_000,
+                                              minimum=1000), 60_000),
+        default_timezone=c(lambda: _timezone(env), "UTC"),
+        max_message_bytes=c(lambda: _int(env, "VMEVENTS_MAX_MESSAGE_BYTES", 1_048_576,
+                                         minimum=1024), 1_048_576),
+        metrics_port=c(lambda: _int(env, "VMEVENTS_METRICS_PORT", 8080, minimum=0, maximum=65535), 0),
         metrics_host=env.get("VMEVENTS_METRICS_HOST", "0.0.0.0"),
         log_format="json" if log_format == "json" else "console" if log_format == "console" else "auto",
-        log_level=log_level,
+        log_level=c(lambda: _choice(env, "VMEVENTS_LOG_LEVEL", "info",
+                                    ("debug", "info", "warning", "error", "critical")), "info"),
         correlate_timeouts=env.get("VMEVENTS_CORRELATE_TIMEOUTS", ""),
-        correlate_max_pending=_int(env, "VMEVENTS_CORRELATE_MAX_PENDING", 100_000, minimum=1),
-        create_topics=_bool(env, "VMEVENTS_CREATE_TOPICS", True),
-        topic_partitions=_int(env, "VMEVENTS_TOPIC_PARTITIONS", 6, minimum=1),
-        topic_replication_factor=_int(env, "VMEVENTS_TOPIC_REPLICATION_FACTOR", 1, minimum=1),
+        correlate_max_pending=c(lambda: _int(env, "VMEVENTS_CORRELATE_MAX_PENDING", 100_000,
+                                             minimum=1), 1),
+        create_topics=c(lambda: _bool(env, "VMEVENTS_CREATE_TOPICS", True), True),
+        topic_partitions=c(lambda: _int(env, "VMEVENTS_TOPIC_PARTITIONS", 6, minimum=1), 1),
+        topic_replication_factor=c(lambda: _int(env, "VMEVENTS_TOPIC_REPLICATION_FACTOR", 1,
+                                                minimum=1), 1),
     )
+    if p.messages:
+        raise ConfigError("; ".join(p.messages))
+    return settings

@@ -1,28 +1,37 @@
 """structlog set-up: JSON lines in production, a readable console on a terminal.
 
 Configured once, in main. librdkafka's own log lines are routed through the same pipeline via a
-stdlib logger handed to the clients (``logger=``), so every line of the process is structured.
+stdlib logger handed to the clients (``logger=``), so every line of the process is structured, and
+every line passes the redactor (:mod:`consumer.redact`): no secret reaches the log.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 
 import orjson
 import structlog
 
+from consumer.redact import REDACTOR
 
-def configure(fmt: str = "auto", level: str = "info") -> None:
+
+def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = ()) -> None:
+    """``secrets``: setting values no line may show (``Settings.secret_values()``)."""
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    REDACTOR.add(secrets)
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # Tracebacks become text here, so the redactor sees them too (a rich console traceback
+        # would print local variables, settings included).
+        structlog.processors.format_exc_info,
+        REDACTOR,
     ]
     renderer: structlog.types.Processor
     if as_json:
-        shared.append(structlog.processors.format_exc_info)
         renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
         factory: structlog.types.WrappedLogger = structlog.BytesLoggerFactory(sys.stderr.buffer)
     else:

@@ -225,7 +225,8 @@ class FlakyRegistry:
                 request = urllib.request.Request(
                     origin + self.path, data=self.rfile.read(length) if length else None,
                     method=self.command,
-                    headers={k: v for k, v in self.headers.items() if k.lower() in ("content-type", "accept")})
+                    headers={k: v for k, v in self.headers.items()
+                             if k.lower() in ("content-type", "accept")})
                 try:
                     with urllib.request.urlopen(request, timeout=10) as answer:
                         self._reply(answer.status, answer.read())
@@ -245,7 +246,8 @@ class FlakyRegistry:
                 return
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/apis/{upstream.split('/apis/', 1)[1]}"
+        port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{port}/apis/{upstream.split('/apis/', 1)[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
