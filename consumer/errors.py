@@ -60,3 +60,7 @@ class TransientError(VmeventsError):
     Not the record's fault: the stage aborts the batch, backs off with readiness false, and
     processes the same records again, instead of dead-lettering them or exiting.
     """
+
+
+class RegistryUnavailable(TransientError, KafkaRuntimeError):
+    """The schema registry did not answer: retried inside the loop, a one-line error at start."""

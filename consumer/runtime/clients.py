@@ -11,7 +11,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from consumer.config import Settings
-from consumer.errors import KafkaRuntimeError, TransientError
+from consumer.errors import KafkaRuntimeError, RegistryUnavailable, TransientError
 from consumer.logs import kafka_logger
 from consumer.serde import (
     AvroSchema,
@@ -167,15 +167,20 @@ def value_encoder(settings: Settings, schema: AvroSchema, topic: str) -> Encoder
     if not settings.schema_registry_url:
         return single_object_encoder(schema)
     from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
 
     client = SchemaRegistryClient(registry_conf(settings))
     subject = f"{topic}-value"
+    where = f"{schema.name} under {subject} in the schema registry at {settings.schema_registry_url}"
     try:
         schema_id = client.register_schema(subject, Schema(json.dumps(schema.raw), "AVRO"))
-    except Exception as exc:  # the registry client raises several unrelated types
-        raise KafkaRuntimeError(
-            f"cannot register {schema.name} under {subject} at {settings.schema_registry_url}: {exc}"
-        ) from None
+    except SchemaRegistryError as exc:
+        if exc.http_status_code in (409, 422):  # incompatible or invalid: retrying cannot help
+            raise KafkaRuntimeError(f"cannot register {where}: {exc}", fatal=True) from None
+        raise RegistryUnavailable(f"cannot register {where}: {exc}") from None
+    except Exception as exc:  # httpx's ConnectError, timeouts, TLS, a proxy's HTML page
+        raise RegistryUnavailable(
+            f"cannot register {where}: {type(exc).__name__}: {exc}") from None
     log.info("schema registered", subject=subject, schema_id=schema_id)
     return confluent_encoder(schema, schema_id)
 

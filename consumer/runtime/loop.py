@@ -229,14 +229,14 @@ class StageLoop:
                 self._commit_transaction(consumer, producer)
                 self.metrics.transaction_duration.labels(self.stage).observe(
                     time.perf_counter() - t0)
+            except TransientError as exc:  # before KafkaRuntimeError: RegistryUnavailable is both
+                self._abort(consumer, producer, exc)
+                self._back_off(exc)
+                return
             except KafkaRuntimeError as exc:
                 if not exc.txn_requires_abort:
                     raise
                 self._abort(consumer, producer, exc)
-                return
-            except TransientError as exc:
-                self._abort(consumer, producer, exc)
-                self._back_off(exc)
                 return
         else:
             try:
