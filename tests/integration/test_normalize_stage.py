@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,9 @@ def test_dlq_keeps_the_original_bytes_and_says_why(kafka_stack: Any) -> None:
         {"stage": "normalize", "vendor": "jdcloud", "operation": "failure.delete", "phase": "executing"}) == 1
 
 
-def run_in_thread(loop: Any, done: Any, timeout: float = 120) -> None:
+@contextlib.contextmanager
+def running(loop: Any) -> Iterator[list[BaseException]]:
+    """The stage loop on a thread while the block runs; yields what it raised (if anything)."""
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -166,10 +169,15 @@ def run_in_thread(loop: Any, done: Any, timeout: float = 120) -> None:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: done() or bool(errors), timeout, "the stage to finish")
+        yield errors
     finally:
         stop.set()
         thread.join(60)
+
+
+def run_in_thread(loop: Any, done: Any, timeout: float = 120) -> None:
+    with running(loop) as errors:
+        wait_for(lambda: done() or bool(errors), timeout, "the stage to finish")
     assert not errors, errors
 
 

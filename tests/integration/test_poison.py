@@ -40,7 +40,13 @@ from tests.integration.kafkatools import (
     unique,
 )
 from tests.integration.test_correlate_stage import outcome_topics
-from tests.integration.test_normalize_stage import AbortOnce, coordinates, run_in_thread, wait_for
+from tests.integration.test_normalize_stage import (
+    AbortOnce,
+    coordinates,
+    run_in_thread,
+    running,
+    wait_for,
+)
 from tests.seeds import SEEDS
 
 pytestmark = [pytest.mark.kafka, pytest.mark.apache_kafka]
@@ -276,19 +282,7 @@ def test_a_registry_outage_is_waited_out_not_dead_lettered(kafka_stack: Any, fra
     flaky_registry.down.set()
     health = Health()
     metrics = Metrics()
-    loop = correlate_loop(settings, metrics, health)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            loop.run(stop)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
+    with running(correlate_loop(settings, metrics, health)) as errors:
         wait_for(lambda: health.reason.startswith("retrying") or bool(errors), 60,
                  "the stage to back off")
         assert not errors, errors
@@ -299,9 +293,6 @@ def test_a_registry_outage_is_waited_out_not_dead_lettered(kafka_stack: Any, fra
         wait_for(lambda: committed_total(bootstrap, settings.correlate_group, normalized)
                  >= len(records) or bool(errors), 90, "the stage to catch up")
         wait_for(lambda: health.ready, 10, "readiness to come back")
-    finally:
-        stop.set()
-        thread.join(60)
     assert not errors, errors
     assert flaky_registry.refused > 0
     outcomes = outcomes_of(bootstrap, prefix, 3, settings)
