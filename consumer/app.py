@@ -23,13 +23,12 @@ from consumer.runtime.clients import (
     check_reachable,
     ensure_topics,
     partition_count,
-    producer_conf,
     registry_fetcher,
     topic_exists,
     value_encoder,
 )
 from consumer.runtime.correlate_stage import CorrelateProcessor
-from consumer.runtime.deadletter import DeadLetters, dlq_limit, topic_max_message_bytes
+from consumer.runtime.deadletter import DeadLetters, max_record_bytes
 from consumer.runtime.loop import StageLoop
 from consumer.runtime.normalize_stage import NormalizeProcessor
 from consumer.serde import Decoder, Encoder, load_schemas
@@ -46,14 +45,13 @@ def normalize_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
         ensure_topics(settings, {settings.normalized_topic: {},
                                  settings.dlq_topic: {"retention.ms": DLQ_RETENTION_MS}})
     encode = value_encoder(settings, schemas["InstanceEvent"], settings.normalized_topic)
-    producer_max = int(producer_conf(settings, None)["message.max.bytes"])
     processor = NormalizeProcessor(
         Normalizer(default_timezone=settings.default_timezone,
                    max_payload_bytes=settings.max_message_bytes),
         encode, settings.normalized_topic,
-        DeadLetters(settings.dlq_topic, "normalize", dlq_limit(settings, producer_max), metrics),
-        metrics,
-        min(topic_max_message_bytes(settings, settings.normalized_topic), producer_max))
+        DeadLetters(settings.dlq_topic, "normalize",
+                    max_record_bytes(settings, settings.dlq_topic), metrics),
+        metrics, max_record_bytes(settings, settings.normalized_topic))
     return StageLoop(settings, processor, settings.raw_topics, settings.normalize_group,
                      metrics, health)
 
@@ -84,8 +82,7 @@ def correlate_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
         Decoder(schemas, registry_fetcher(settings), expect="InstanceEvent"), encoder_for, metrics,
         heartbeat=health.tick,
         dead_letters=DeadLetters(settings.dlq_topic, "correlate",
-                                 dlq_limit(settings, int(producer_conf(settings, None)["message.max.bytes"])),
-                                 metrics))
+                                 max_record_bytes(settings, settings.dlq_topic), metrics))
     return StageLoop(settings, processor, [settings.normalized_topic], settings.correlate_group,
                      metrics, health)
 

@@ -19,7 +19,7 @@ from confluent_kafka.admin import ConfigResource, ResourceType  # type: ignore[a
 
 from consumer.config import Settings
 from consumer.metrics import Metrics
-from consumer.runtime.clients import admin_client
+from consumer.runtime.clients import admin_client, producer_conf
 from consumer.runtime.loop import Emit, Headers
 
 log = structlog.get_logger(__name__)
@@ -158,6 +158,7 @@ def topic_max_message_bytes(settings: Settings, topic: str) -> int:
         return KAFKA_DEFAULT_MAX_MESSAGE_BYTES
 
 
-def dlq_limit(settings: Settings, producer_max: int) -> int:
-    """Bytes one DLQ record may take: the smaller of the DLQ topic's and the producer's limit."""
-    return min(topic_max_message_bytes(settings, settings.dlq_topic), producer_max)
+def max_record_bytes(settings: Settings, topic: str) -> int:
+    """Bytes one record may take on ``topic``: the smaller of its limit and the producer's."""
+    producer_max = int(producer_conf(settings, None)["message.max.bytes"])
+    return min(topic_max_message_bytes(settings, topic), producer_max)
