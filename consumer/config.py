@@ -3,8 +3,9 @@
 Everything is read from environment variables (``VMEVENTS_*``, ``KAFKA_*``, ``SCHEMA_REGISTRY_*``)
 because that is how a Kubernetes Deployment configures a container. Any ``KAFKA_<NAME>`` variable
 is passed to librdkafka as ``<name>`` with ``_`` turned into ``.`` (``KAFKA_SASL_MECHANISM`` ->
-``sasl.mechanism``), which covers SASL and SSL without a setting per option. A bad value raises
-:class:`~consumer.errors.ConfigError` with one line that names the variable.
+``sasl.mechanism``), which covers SASL and SSL without a setting per option. Bad values raise
+one :class:`~consumer.errors.ConfigError` whose one line names every bad variable, with secrets
+masked (:mod:`consumer.redact`).
 """
 
 from __future__ import annotations
