@@ -51,6 +51,7 @@ class Settings:
     transactional_id: str | None = None
     batch_size: int = 2000
     batch_timeout_ms: int = 100
+    max_idle_ms: int = 500
     transaction_timeout_ms: int = 60_000
     default_timezone: str = "Asia/Shanghai"
     max_message_bytes: int = 1_048_576
@@ -179,6 +180,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         transactional_id=env.get("VMEVENTS_TRANSACTIONAL_ID") or None,
         batch_size=_int(env, "VMEVENTS_BATCH_SIZE", 2000, minimum=1, maximum=1_000_000),
         batch_timeout_ms=_int(env, "VMEVENTS_BATCH_TIMEOUT_MS", 100, minimum=1),
+        max_idle_ms=_int(env, "VMEVENTS_MAX_IDLE_MS", 500, minimum=0, maximum=60_000),
         transaction_timeout_ms=_int(env, "VMEVENTS_TRANSACTION_TIMEOUT_MS", 60_000, minimum=1000),
         default_timezone=tz,
         max_message_bytes=_int(env, "VMEVENTS_MAX_MESSAGE_BYTES", 1_048_576, minimum=1024),
