@@ -44,8 +44,8 @@ class Clock:
 def partition_logs(draw_ts: list[list[int]], *, sort: bool = True) -> dict[Partition, list[Rec]]:
     logs = {}
     for p, stamps in enumerate(draw_ts):
-        stamps = sorted(stamps) if sort else stamps
-        logs[("raw", p)] = [Rec("raw", p, off, ts) for off, ts in enumerate(stamps)]
+        ordered = sorted(stamps) if sort else stamps
+        logs[("raw", p)] = [Rec("raw", p, off, ts) for off, ts in enumerate(ordered)]
     return logs
 
 
