@@ -149,6 +149,20 @@ class Aligner(Generic[R]):
                 to_pause.append(q.key)
         return to_pause
 
+    def bypass(self, records: Sequence[R], limit: int) -> bool:
+        """Whether ``records`` may be processed as they are, without buffering, and if so take
+        them as released: one partition assigned, nothing buffered, at most ``limit`` records.
+        Nothing to merge then, so a single-partition consumer pays nothing per record."""
+        if len(self._queues) != 1 or self.buffered or not records or len(records) > limit:
+            return False
+        q = next(iter(self._queues.values()))
+        last = records[-1]
+        if (last.topic() or "", last.partition() or 0) != q.key:
+            return False
+        q.next_offset = (last.offset() or 0) + 1
+        q.waiting_since = None
+        return True
+
     def release(self, limit: int,
                 may_have_data: Callable[[Partition], bool]) -> tuple[list[R], list[Partition]]:
         """Up to ``limit`` records in timestamp order, and the partitions to resume.
@@ -174,16 +188,18 @@ class Aligner(Generic[R]):
                 bound = nxt[0] if nxt[1] > q.rank else nxt[0] - 1  # ties: the lower rank first
             else:
                 bound = _NO_BOUND
-            last: R | None = None
-            while items and len(out) < limit:
-                ts, rec = items[0]
-                if ts > bound:
-                    break
-                items.popleft()
-                out.append(rec)
-                last = rec
-            if last is not None:
-                q.next_offset = (last.offset() or 0) + 1
+            room = limit - len(out)
+            if bound == _NO_BOUND and room >= len(items):  # the only one with records: all of it
+                taken = [rec for _, rec in items]
+                items.clear()
+            else:
+                taken = []
+                popleft = items.popleft
+                while items and items[0][0] <= bound and len(taken) < room:
+                    taken.append(popleft()[1])
+            if taken:
+                out.extend(taken)
+                q.next_offset = (taken[-1].offset() or 0) + 1
             if items:
                 heapq.heapreplace(heap, (items[0][0], q.rank, q))
                 continue
@@ -247,6 +263,8 @@ class ConsumerAlignment:
         from confluent_kafka import TopicPartition
 
         aligner = self.aligner
+        if aligner.bypass(records, limit):
+            return list(records)
         to_pause = aligner.add(records)
         if to_pause:
             consumer.pause([TopicPartition(t, p) for t, p in to_pause])

@@ -189,3 +189,18 @@ def test_a_record_without_timestamp_keeps_its_place_in_its_partition() -> None:
     aligner.add([Rec("a", 0, 0, 10), Rec("a", 0, 1, -1), Rec("a", 0, 2, 30), Rec("a", 1, 0, 20)])
     released, _ = aligner.release(10, lambda key: False)
     assert [(r.partition_, r.offset_) for r in released] == [(0, 0), (0, 1), (1, 0), (0, 2)]
+
+
+def test_a_single_partition_bypasses_the_buffer_with_the_same_result() -> None:
+    records = [Rec("a", 0, i, ts) for i, ts in enumerate([5, 3, 9])]
+    merged: Aligner[Rec] = Aligner(max_idle_ms=0, max_buffered=100, clock=Clock())
+    merged.assign([("a", 0)])
+    merged.add(records)
+    assert merged.release(10, lambda key: False) == (records, [])
+    direct: Aligner[Rec] = Aligner(max_idle_ms=0, max_buffered=100, clock=Clock())
+    direct.assign([("a", 0)])
+    assert direct.bypass(records, 10)
+    assert direct.take_offsets() == merged.take_offsets() == [("a", 0, 3)]
+    assert not direct.bypass(records, 2)  # over the limit: buffered, released in two batches
+    direct.assign([("a", 1)])
+    assert not direct.bypass(records, 10)  # two partitions: merged
