@@ -60,7 +60,8 @@ _NO_BOUND = 1 << 62
 class _Queue(Generic[R]):
     """One partition's buffered records as ``(timestamp, record)``, in offset order."""
 
-    __slots__ = ("items", "key", "next_offset", "paused", "rank", "stream_time", "waiting_since")
+    __slots__ = ("enforced", "items", "key", "next_offset", "paused", "rank", "stream_time",
+                 "waiting_since")
 
     def __init__(self, key: Partition, rank: int) -> None:
         self.key = key
@@ -68,6 +69,7 @@ class _Queue(Generic[R]):
         self.items: deque[tuple[int, R]] = deque()
         self.stream_time = -1  # newest timestamp seen: the stand-in for a record without one
         self.waiting_since: float | None = None
+        self.enforced = False  # this waiting spell reached the idle bound
         self.paused = False
         self.next_offset: int | None = None  # released and not yet handed out for commit
 
@@ -84,6 +86,8 @@ class Aligner(Generic[R]):
         self.clock = clock
         self._queues: dict[Partition, _Queue[R]] = {}
         self.buffered = 0
+        self.idle_expired = 0
+        """Waits that reached ``max_idle_ms``: the others went ahead, maybe out of order."""
 
     # -- membership ------------------------------------------------------------------------
 
@@ -223,7 +227,13 @@ class Aligner(Generic[R]):
             return False
         if q.waiting_since is None:
             q.waiting_since = now
-        return now - q.waiting_since < self.max_idle
+            q.enforced = False
+        if now - q.waiting_since < self.max_idle:
+            return True
+        if not q.enforced:
+            q.enforced = True
+            self.idle_expired += 1
+        return False
 
     def take_offsets(self) -> list[tuple[str, int, int]]:
         """``(topic, partition, next offset)`` of what was released since the last call."""
@@ -242,8 +252,11 @@ def _message_key(msg: Message) -> Partition:
 class ConsumerAlignment:
     """The aligner bound to a confluent-kafka consumer: pause/resume and the watermark check."""
 
-    def __init__(self, max_idle_ms: int, max_buffered: int) -> None:
+    def __init__(self, max_idle_ms: int, max_buffered: int,
+                 on_idle_expired: Callable[[int], None] = lambda n: None) -> None:
         self.aligner: Aligner[Message] = Aligner(max_idle_ms, max_buffered)
+        self.on_idle_expired = on_idle_expired
+        self._reported = 0
 
     def assign(self, partitions: Sequence[TopicPartition]) -> None:
         self.aligner.assign((p.topic, p.partition) for p in partitions)
@@ -279,6 +292,9 @@ class ConsumerAlignment:
 
         out, resume = aligner.release(limit, may_have_data)
         self._resume(consumer, resume)
+        if aligner.idle_expired != self._reported:
+            self.on_idle_expired(aligner.idle_expired - self._reported)
+            self._reported = aligner.idle_expired
         return out
 
     def offsets(self) -> list[TopicPartition]:

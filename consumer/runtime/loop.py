@@ -93,7 +93,9 @@ class StageLoop:
         self._delivery_error: KafkaError | None = None
         self._last_tick = 0.0
         # Records go to the processor merged by timestamp across partitions (alignment.py).
-        self.align = ConsumerAlignment(settings.max_idle_ms, max(1000, settings.batch_size))
+        self.align = ConsumerAlignment(
+            settings.max_idle_ms, max(1000, settings.batch_size),
+            metrics.alignment_idle_expired.labels(self.stage).inc)
 
     # -- callbacks -------------------------------------------------------------------------
 

@@ -141,6 +141,9 @@ def test_an_empty_partition_that_may_have_data_is_waited_for_at_most_the_idle_bo
     clock.now = 0.5
     released, _ = aligner.release(10, behind.__getitem__)
     assert [r.ts for r in released] == [10, 20]
+    assert aligner.idle_expired == 1
+    aligner.release(10, behind.__getitem__)
+    assert aligner.idle_expired == 1  # counted once per waiting spell
     # Data arriving for the slow partition ends that wait; its next empty spell waits again.
     aligner.add([Rec("raw", 1, 0, 5), Rec("raw", 0, 2, 30)])
     released, _ = aligner.release(10, behind.__getitem__)
