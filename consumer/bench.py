@@ -152,10 +152,10 @@ def _measure(kinds: list[tuple[str, Settings, int]], total: int, label: str) -> 
     return total / elapsed
 
 
-def _produce(settings: Settings, topic: str, payloads: list[bytes]) -> None:
+def _produce(settings: Settings, topic: str, payloads: list[bytes], partitions: int) -> None:
     from consumer.runtime.clients import ensure_topics, produce_all
 
-    ensure_topics(settings, {topic: {}}, partitions=1)
+    ensure_topics(settings, {topic: {}}, partitions=partitions)
     if produce_all(settings, topic, payloads, len(payloads), f"produce {topic}"):
         raise SystemExit(f"bench: could not produce the input to {topic}")
 
@@ -185,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000, help="raw events per run")
     parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--partitions", type=int, default=1,
+                        help="partitions of every topic; above 1 the stages merge them by timestamp")
     parser.add_argument("--guarantee", choices=("exactly_once", "at_least_once"),
                         default="exactly_once")
     parser.add_argument("--registry", action="store_true",
@@ -212,13 +214,13 @@ def _run(args: argparse.Namespace) -> int:
 
     def settings(**kw: Any) -> Settings:
         return replace(base, guarantee=args.guarantee, batch_size=args.batch_size,
-                       topic_partitions=1, create_topics=True,
+                       topic_partitions=args.partitions, create_topics=True,
                        transactional_id=None, **kw)
 
     ops = synthetic.operations(args.events // 2, instances=5000)
     payloads = synthetic.stream(ops)
     raw_topic = f"bench.{run}.raw"
-    _produce(base, raw_topic, payloads)
+    _produce(base, raw_topic, payloads, args.partitions)
     n = len(payloads)
     results: dict[str, float] = {}
     results["raw"] = _measure([("raw", settings(
@@ -240,7 +242,8 @@ def _run(args: argparse.Namespace) -> int:
     results["both"] = _measure([("normalize", both_norm, cpus[0]),
                                 ("correlate", both_corr, second_cpu)], n, "both")
     print()
-    print(f"vmevents bench: {n} events, batch {args.batch_size}, {args.guarantee}, "
+    print(f"vmevents bench: {n} events, {args.partitions} partition(s), batch {args.batch_size}, "
+          f"{args.guarantee}, "
           f"{'registry' if args.registry else 'single-object'} encoding, one CPU per stage")
     print(f"{'run':<12}{'events/s':>12}{'vs raw':>10}")
     for name, rate in results.items():

@@ -118,8 +118,12 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     if settings.create_topics:
         ensure_topics(settings, {topic: {}})
     lines = [ln.rstrip(b"\n") for ln in Path(args.file).read_bytes().splitlines() if ln.strip()]
+    total = len(lines) * args.repeat
+    # Lines 1 ms apart, the last one now: the stages read partitions aligned by record
+    # timestamp, so the file's order is the order they process it in, run after run.
     left = produce_all(settings, topic, (line for _ in range(args.repeat) for line in lines),
-                       len(lines) * args.repeat, f"replay -> {topic}")
+                       total, f"replay -> {topic}",
+                       first_timestamp_ms=time.time_ns() // 1_000_000 - total)
     if left:
         print(f"vmevents: {left} records not delivered to {topic}", file=sys.stderr)
         return 1

@@ -56,6 +56,7 @@ class Settings:
     transactional_id: str | None = None
     batch_size: int = 2000
     batch_timeout_ms: int = 100
+    max_idle_ms: int = 500
     transaction_timeout_ms: int = 60_000
     default_timezone: str = "Asia/Shanghai"
     max_message_bytes: int = 1_048_576
@@ -256,6 +257,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         transactional_id=env.get("VMEVENTS_TRANSACTIONAL_ID") or None,
         batch_size=c(lambda: _int(env, "VMEVENTS_BATCH_SIZE", 2000, minimum=1, maximum=1_000_000), 1),
         batch_timeout_ms=c(lambda: _int(env, "VMEVENTS_BATCH_TIMEOUT_MS", 100, minimum=1), 1),
+        max_idle_ms=c(lambda: _int(env, "VMEVENTS_MAX_IDLE_MS", 500, minimum=0, maximum=60_000),
+                      500),
         transaction_timeout_ms=c(lambda: _int(env, "VMEVENTS_TRANSACTION_TIMEOUT_MS", 60_000,
                                               minimum=1000), 60_000),
         default_timezone=c(lambda: _timezone(env), "UTC"),

@@ -136,6 +136,11 @@ class Metrics:
         self.transaction_aborts = Counter(
             "vmevents_transaction_aborts", "Transactions aborted and retried.", ["stage"],
             registry=r)
+        self.alignment_idle_expired = Counter(
+            "vmevents_alignment_idle_expired",
+            "Empty partitions still behind their high watermark waited for VMEVENTS_MAX_IDLE_MS: "
+            "the others went ahead without them, possibly out of timestamp order.", ["stage"],
+            registry=r)
         self.rebalances = Counter(
             "vmevents_rebalances", "Partition assignments and revocations.", ["stage", "kind"],
             registry=r)

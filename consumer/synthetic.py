@@ -113,3 +113,27 @@ def keyed_stream(ops: list[Operation], *, late_start: float = 0.0,
 def stream(ops: list[Operation], *, late_start: float = 0.0, seed: int = 11) -> list[bytes]:
     """Raw events only, in the order of :func:`keyed_stream`."""
     return [raw for _, raw in keyed_stream(ops, late_start=late_start, seed=seed)]
+
+
+def delivered(ops: list[Operation], *, max_jitter_ms: int = 60_000,
+              seed: int = 13) -> list[tuple[int, bytes]]:
+    """``(delivery time ms, raw event)`` in delivery order, as a bridge would stamp them.
+
+    Each notification arrives up to ``max_jitter_ms`` after it happened, so different instances'
+    notifications swap places; one instance's stay in order (each is at least 1 ms after that
+    instance's previous one), so the ground truth needs no reordering within a key.
+    """
+    rng = random.Random(seed)
+    timed = []
+    for op in ops:
+        timed.append((op.started_ms, op.instance_id, op.raw[0]))
+        timed.append((op.started_ms + op.duration_ms, op.instance_id, op.raw[1]))
+    timed.sort(key=lambda t: t[0])
+    last: dict[str, int] = {}
+    out = []
+    for when, instance, raw in timed:
+        at = max(when + rng.randint(0, max_jitter_ms), last.get(instance, 0) + 1)
+        last[instance] = at
+        out.append((at, raw))
+    out.sort(key=lambda t: t[0])
+    return out

@@ -140,8 +140,13 @@ def check_reachable(settings: Settings, timeout: float = 10.0) -> None:
 
 
 def produce_all(settings: Settings, topic: str, values: Iterable[bytes], total: int,
-                label: str) -> int:
-    """Produce raw values with a progress line; returns how many were not delivered."""
+                label: str, *, first_timestamp_ms: int = 0) -> int:
+    """Produce raw values with a progress line; returns how many were not delivered.
+
+    With ``first_timestamp_ms``, the i-th record is stamped ``first_timestamp_ms + i``: the
+    order of ``values`` survives a reader that merges partitions by timestamp (alignment.py),
+    which records produced within the same millisecond would not give it.
+    """
     from consumer.progress import Progress
 
     producer = Producer({**settings.kafka_common(), "linger.ms": 20, "batch.size": 1_000_000,
@@ -149,10 +154,11 @@ def produce_all(settings: Settings, topic: str, values: Iterable[bytes], total: 
                          "queue.buffering.max.messages": 1_000_000,
                          "logger": kafka_logger("producer")})
     progress = Progress(label, total=total)
-    for value in values:
+    step = 1 if first_timestamp_ms else 0
+    for i, value in enumerate(values):
         while True:
             try:
-                producer.produce(topic, value)
+                producer.produce(topic, value, timestamp=first_timestamp_ms + i * step)
                 break
             except BufferError:
                 producer.poll(0.05)  # local queue full: let librdkafka drain it

@@ -3,10 +3,13 @@
 Exactly-once commit protocol (EOS v2, KIP-447), per batch:
 
 1. ``consume(batch_size, timeout)``: rebalance callbacks run here, never inside a transaction.
+   The alignment buffers what was consumed and hands over, merged by record timestamp across
+   partitions, what may be processed now (:mod:`consumer.runtime.alignment`).
 2. ``begin_transaction()``.
 3. The processor produces its outputs (and changelog writes) for the batch, plus any timer output.
-4. ``send_offsets_to_transaction(position(assignment), consumer_group_metadata())``: the input
-   offsets join the same transaction, fenced by the group generation.
+4. ``send_offsets_to_transaction(offsets, consumer_group_metadata())``: the offsets after the
+   records processed (not the position: records consumed but still held by the alignment are
+   read again after a crash) join the same transaction, fenced by the group generation.
 5. ``commit_transaction()``. A retriable error retries the commit; an abortable one aborts,
    rewinds the consumer to the last committed offsets and tells the processor to drop what the
    batch did in memory; anything else is fatal and stops the process.
@@ -41,6 +44,7 @@ from consumer.errors import KafkaRuntimeError, TransientError
 from consumer.http import Health
 from consumer.logs import kafka_logger
 from consumer.metrics import Metrics
+from consumer.runtime.alignment import ConsumerAlignment
 from consumer.runtime.clients import consumer_conf, producer_conf, wrap
 
 log = structlog.get_logger(__name__)
@@ -93,6 +97,10 @@ class StageLoop:
         self._stop = threading.Event()
         self._transient_failures = 0
         self._transient_since = 0.0
+        # Records go to the processor merged by timestamp across partitions (alignment.py).
+        self.align = ConsumerAlignment(
+            settings.max_idle_ms, max(1000, settings.batch_size),
+            metrics.alignment_idle_expired.labels(self.stage).inc)
 
     # -- callbacks -------------------------------------------------------------------------
 
@@ -117,6 +125,7 @@ class StageLoop:
         log.info("partitions assigned", stage=self.stage,
                  partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
         self.processor.on_assign(consumer, partitions)
+        self.align.assign(partitions)
         self.health.ready = True
         self.metrics.ready.labels(self.stage).set(1)
 
@@ -125,6 +134,7 @@ class StageLoop:
         log.info("partitions revoked", stage=self.stage,
                  partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
         self.processor.on_revoke(partitions)
+        self.align.revoke(consumer, partitions)
         for p in partitions:
             with contextlib.suppress(KeyError):  # no lag reported yet for that partition
                 self.metrics.consumer_lag.remove(self.stage, p.topic, str(p.partition))
@@ -157,7 +167,8 @@ class StageLoop:
             while not stop.is_set():
                 self.health.tick()
                 messages = consumer.consume(s.batch_size, timeout)
-                records = self._drop_errors(messages)
+                records = self.align.next_batch(consumer, self._drop_errors(messages),
+                                                s.batch_size)
                 self._run_batch(consumer, producer, records)
         finally:
             self.health.ready = False
@@ -258,10 +269,10 @@ class StageLoop:
     def _commit_transaction(self, consumer: Consumer, producer: Producer) -> None:
         tmo = self.settings.transaction_timeout_ms / 1000.0
         try:
-            assignment = consumer.assignment()
-            if assignment:
+            offsets = self.align.offsets()  # of the records processed, not position()
+            if offsets:
                 producer.send_offsets_to_transaction(
-                    consumer.position(assignment), consumer.consumer_group_metadata(), tmo)
+                    offsets, consumer.consumer_group_metadata(), tmo)
         except KafkaException as exc:
             raise wrap(exc, "send_offsets_to_transaction") from None
         for attempt in range(5):
@@ -315,6 +326,7 @@ class StageLoop:
         self.metrics.ready.labels(self.stage).set(1)
 
     def _rewind(self, consumer: Consumer) -> None:
+        self.align.drop(consumer)
         assignment = consumer.assignment()
         if not assignment:
             return
@@ -332,7 +344,7 @@ class StageLoop:
                 f"delivery failed ({remaining} undelivered): {err.str() if err else 'timeout'}")
         if not records:
             return
-        offsets = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+        offsets = self.align.offsets()
         if offsets:
             try:
                 consumer.commit(offsets=offsets, asynchronous=False)

@@ -157,6 +157,7 @@ def schema() -> dict[str, Any]:
                 "transactionTimeoutMs": integer(1000, 900000),
                 "batchSize": integer(1, 1000000),
                 "batchTimeoutMs": integer(1),
+                "maxIdleMs": integer(0, 60000),
                 "defaultTimezone": {"type": "string", "minLength": 1},
                 "maxMessageBytes": integer(1024),
                 "logFormat": enum("json", "console", "auto"),

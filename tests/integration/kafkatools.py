@@ -30,20 +30,26 @@ def create_topics(bootstrap: str, topics: Mapping[str, int], config: Mapping[str
         future.result(30)
 
 
-def produce(bootstrap: str, topic: str, values: Iterable[bytes | tuple[bytes | None, bytes | None]],
-            *, keyed: bool = False, config: Mapping[str, object] | None = None) -> int:
-    """Produce values (or ``(key, value)`` pairs); ``keyed`` keys plain values by their index.
+def produce(bootstrap: str, topic: str,
+            values: Iterable[bytes | tuple[bytes | None, bytes | None]
+                             | tuple[bytes | None, bytes | None, int]], *,
+            keyed: bool = False, config: Mapping[str, object] | None = None) -> int:
+    """Produce values, ``(key, value)`` pairs or ``(key, value, timestamp ms)`` triples;
+    ``keyed`` keys plain values by their index.
 
     ``config`` adds producer settings (``message.max.bytes`` for oversized records)."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10, "enable.idempotence": True,
                          **(config or {})})
     n = 0
     for i, item in enumerate(values):
+        timestamp = 0  # librdkafka's "now"
         if isinstance(item, tuple):
-            key, value = item
+            key, value = item[0], item[1]
+            if len(item) == 3:
+                timestamp = item[2]
         else:
             key, value = (str(i).encode() if keyed else None), item
-        producer.produce(topic, value, key)
+        producer.produce(topic, value, key, timestamp=timestamp)
         n += 1
         if n % 10_000 == 0:
             producer.poll(0)

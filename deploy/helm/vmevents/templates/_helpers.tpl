@@ -107,6 +107,7 @@ VMEVENTS_PROCESSING_GUARANTEE: {{ .Values.config.processingGuarantee | quote }}
 VMEVENTS_TRANSACTION_TIMEOUT_MS: {{ .Values.config.transactionTimeoutMs | int64 | quote }}
 VMEVENTS_BATCH_SIZE: {{ .Values.config.batchSize | int64 | quote }}
 VMEVENTS_BATCH_TIMEOUT_MS: {{ .Values.config.batchTimeoutMs | int64 | quote }}
+VMEVENTS_MAX_IDLE_MS: {{ .Values.config.maxIdleMs | int64 | quote }}
 VMEVENTS_DEFAULT_TIMEZONE: {{ .Values.config.defaultTimezone | quote }}
 VMEVENTS_MAX_MESSAGE_BYTES: {{ .Values.config.maxMessageBytes | int64 | quote }}
 VMEVENTS_LOG_FORMAT: {{ .Values.config.logFormat | quote }}
