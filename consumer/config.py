@@ -52,6 +52,8 @@ class Settings:
     batch_size: int = 2000
     batch_timeout_ms: int = 100
     transaction_timeout_ms: int = 60_000
+    kafka_call_timeout_ms: int = 30_000
+    shutdown_timeout_s: int = 20
     default_timezone: str = "Asia/Shanghai"
     max_message_bytes: int = 1_048_576
     metrics_port: int = 8080
@@ -65,8 +67,12 @@ class Settings:
     topic_replication_factor: int = 1
 
     def transactional_id_for(self, group: str) -> str:
-        """A stable id per process: the pod name in Kubernetes, so a restart fences its zombie."""
-        return self.transactional_id or f"{group}-{socket.gethostname()}"
+        """One id per process, so two stages on one host never fence each other.
+
+        With EOS v2 the group generation fences a zombie, so the id need not survive a restart;
+        the chart sets ``<group>-<pod name>``.
+        """
+        return self.transactional_id or f"{group}-{socket.gethostname()}-{os.getpid()}"
 
     def kafka_common(self) -> dict[str, str | int | float | bool]:
         conf: dict[str, str | int | float | bool] = {"bootstrap.servers": self.bootstrap_servers}
@@ -180,6 +186,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         batch_size=_int(env, "VMEVENTS_BATCH_SIZE", 2000, minimum=1, maximum=1_000_000),
         batch_timeout_ms=_int(env, "VMEVENTS_BATCH_TIMEOUT_MS", 100, minimum=1),
         transaction_timeout_ms=_int(env, "VMEVENTS_TRANSACTION_TIMEOUT_MS", 60_000, minimum=1000),
+        kafka_call_timeout_ms=_int(env, "VMEVENTS_KAFKA_CALL_TIMEOUT_MS", 30_000, minimum=1000),
+        shutdown_timeout_s=_int(env, "VMEVENTS_SHUTDOWN_TIMEOUT_S", 20, minimum=1),
         default_timezone=tz,
         max_message_bytes=_int(env, "VMEVENTS_MAX_MESSAGE_BYTES", 1_048_576, minimum=1024),
         metrics_port=_int(env, "VMEVENTS_METRICS_PORT", 8080, minimum=0, maximum=65535),

@@ -7,9 +7,14 @@ Exactly-once commit protocol (EOS v2, KIP-447), per batch:
 3. The processor produces its outputs (and changelog writes) for the batch, plus any timer output.
 4. ``send_offsets_to_transaction(position(assignment), consumer_group_metadata())``: the input
    offsets join the same transaction, fenced by the group generation.
-5. ``commit_transaction()``. A retriable error retries the commit; an abortable one aborts,
-   rewinds the consumer to the last committed offsets and tells the processor to drop what the
-   batch did in memory; anything else is fatal and stops the process.
+5. ``commit_transaction()``. Steps 4 and 5 run under a deadline and follow the client's error
+   triage (:mod:`consumer.runtime.transactions`): retriable errors are retried with backoff while
+   the broker is away; an abortable one aborts; a fatal one, or a call stuck past its deadline,
+   replaces the producer. Either way the consumer is rewound to the last committed offsets, the
+   processor drops what the batch did in memory, and the batch is redone.
+
+Broker outages: the loop keeps going (readiness false, one log line each way, see
+:mod:`consumer.runtime.outage`), so liveness fails only when the loop itself is stuck.
 
 At-least-once (the opt-out): produce, ``flush()``, fail on any delivery error, then commit the
 offsets synchronously. A crash between the flush and the commit re-delivers the batch.
@@ -42,6 +47,14 @@ from consumer.http import Health
 from consumer.logs import kafka_logger
 from consumer.metrics import Metrics
 from consumer.runtime.clients import consumer_conf, producer_conf, wrap
+from consumer.runtime.deadline import CallOverran, call_with_deadline
+from consumer.runtime.outage import Outage
+from consumer.runtime.transactions import (
+    UNREACHABLE,
+    BatchLost,
+    Stopping,
+    TransactionalProducer,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -70,13 +83,21 @@ class Processor(Protocol):
     def on_abort(self, consumer: Consumer) -> None:
         """Forget the in-memory effects of an aborted batch."""
 
+    def restore(self, consumer: Consumer) -> bool:
+        """A slice of state restoration for partitions assigned (and paused) by ``on_assign``.
+
+        Runs on the loop between batches, never inside a rebalance callback; True when nothing
+        is left to restore.
+        """
+
 
 class StageLoop:
     """Runs one processor as a member of one consumer group until ``stop`` is set."""
 
     def __init__(self, settings: Settings, processor: Processor, topics: Sequence[str],
                  group: str, metrics: Metrics, health: Health,
-                 consumer_extra: dict[str, Any] | None = None) -> None:
+                 consumer_extra: dict[str, Any] | None = None,
+                 producer_factory: Callable[[dict[str, Any]], Producer] = Producer) -> None:
         self.settings = settings
         self.processor = processor
         self.topics = list(topics)
@@ -88,6 +109,13 @@ class StageLoop:
         self._consumer_extra = consumer_extra or {}
         self._delivery_error: KafkaError | None = None
         self._last_tick = 0.0
+        self._producer_factory = producer_factory
+        self.outage = Outage(self.stage, self._update_ready)
+        self._assigned = False
+        self._restoring = False
+        self.txn: TransactionalProducer | None = None
+        self.stuck_calls = 0
+        self.last_transaction = "none"
 
     # -- callbacks -------------------------------------------------------------------------
 
@@ -104,16 +132,39 @@ class StageLoop:
                 if pid != "-1" and lag >= 0:
                     gauge.labels(self.stage, topic, pid).set(lag)
 
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's client-level errors (``error_cb``): all brokers down starts an outage."""
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.outage.down(err.str())
+        elif err.code() in UNREACHABLE:
+            log.debug("client error", stage=self.stage, error=err.str())
+        else:
+            log.warning("client error", stage=self.stage, error=err.str(), fatal=err.fatal())
+
+    def _update_ready(self) -> None:
+        """Ready: partitions assigned, their state restored, and the brokers reachable."""
+        if self.outage.active:
+            ready, reason = False, "broker unreachable"
+        elif self._restoring:
+            ready, reason = False, "restoring state"
+        elif not self._assigned:
+            ready, reason = False, "waiting for partition assignment"
+        else:
+            ready, reason = True, "ready"
+        self.health.reason = reason
+        self.health.ready = ready
+        self.metrics.ready.labels(self.stage).set(1 if ready else 0)
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Cheap by design: the processor pauses what it must restore; the loop restores it."""
         self.metrics.rebalances.labels(self.stage, "assign").inc()
-        self.health.ready = False
-        self.health.reason = "restoring"
-        self.metrics.ready.labels(self.stage).set(0)
         log.info("partitions assigned", stage=self.stage,
                  partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
+        consumer.assign(partitions)  # before on_assign, so the processor can pause them
         self.processor.on_assign(consumer, partitions)
-        self.health.ready = True
-        self.metrics.ready.labels(self.stage).set(1)
+        self._assigned = True
+        self._restoring = True
+        self._update_ready()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalances.labels(self.stage, "revoke").inc()
@@ -133,47 +184,71 @@ class StageLoop:
         gc.freeze()
         gc.set_threshold(50_000)
         s = self.settings
-        conf = consumer_conf(s, self.group, stats_cb=self._on_stats,
+        call_timeout = s.kafka_call_timeout_ms / 1000.0
+        conf = consumer_conf(s, self.group, stats_cb=self._on_stats, error_cb=self._on_error,
                              logger=kafka_logger("consumer"), **self._consumer_extra)
         txn_id = s.transactional_id_for(self.group) if self.eos else None
-        producer = Producer(producer_conf(s, txn_id, on_delivery=self._on_delivery,
-                                          logger=kafka_logger("producer")))
+        pconf = producer_conf(s, txn_id, on_delivery=self._on_delivery, error_cb=self._on_error,
+                              logger=kafka_logger("producer"))
+        txn = self.txn = TransactionalProducer(
+            pconf, stage=self.stage, call_timeout=call_timeout, metrics=self.metrics,
+            outage=self.outage, stop=stop, heartbeat=self.health.tick,
+            factory=self._producer_factory)
         consumer = Consumer(conf)
         try:
             if self.eos:
-                self._init_transactions(producer)
+                txn.init()
             consumer.subscribe(self.topics, on_assign=self._on_assign,
                                on_revoke=self._on_revoke, on_lost=self._on_revoke)
-            self.health.reason = "waiting for partition assignment"
+            self._update_ready()
             log.info("stage started", stage=self.stage, group=self.group, topics=self.topics,
                      guarantee=s.guarantee, transactional_id=txn_id)
             timeout = s.batch_timeout_ms / 1000.0
             while not stop.is_set():
                 self.health.tick()
                 messages = consumer.consume(s.batch_size, timeout)
+                if self._restoring:
+                    self._restoring = not self.processor.restore(consumer)
+                    if not self._restoring:
+                        self._update_ready()
                 records = self._drop_errors(messages)
-                self._run_batch(consumer, producer, records)
+                if self.outage.active and not records and not consumer.assignment():
+                    self._probe(consumer)
+                self._run_batch(consumer, txn, records)
+        except Stopping:
+            log.info("stop requested while waiting for the broker", stage=self.stage)
         finally:
-            self.health.ready = False
-            self.health.reason = "shutting down"
-            self.metrics.ready.labels(self.stage).set(0)
-            log.info("stage stopping: leaving group and flushing", stage=self.stage)
-            try:
-                consumer.close()
-            finally:
-                producer.flush(10)
+            self._shutdown(consumer, txn, call_timeout)
 
-    def _init_transactions(self, producer: Producer) -> None:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                producer.init_transactions(30)
-                return
-            except KafkaException as exc:
-                err = wrap(exc, "init_transactions")
-                if not err.retriable or time.monotonic() > deadline:
-                    raise err from None
-                log.warning("init_transactions retrying", error=str(err))
+    def _shutdown(self, consumer: Consumer, txn: TransactionalProducer, call_timeout: float) -> None:
+        """Leave the group and say what became of the last transaction; every step is bounded."""
+        self.health.ready = False
+        self.health.reason = "shutting down"
+        self.metrics.ready.labels(self.stage).set(0)
+        log.info("stage stopping: leaving group", stage=self.stage)
+        if self.eos:
+            txn.abandon_open(min(call_timeout, 5.0))
+        stuck = len(txn.stuck)
+        try:
+            call_with_deadline(consumer.close, min(call_timeout, 10.0), "consumer close")
+        except CallOverran as exc:
+            stuck += 1
+            log.warning("left without leaving the group: the broker expires the membership",
+                        stage=self.stage, error=str(exc))
+        if not self.eos:
+            txn.producer.flush(min(call_timeout, 10.0))
+        self.stuck_calls = stuck
+        self.last_transaction = txn.last
+        log.info("stage stopped", stage=self.stage, last_transaction=txn.last,
+                 stuck_client_calls=stuck)
+
+    def _probe(self, consumer: Consumer) -> None:
+        """With nothing assigned no transaction tells whether the broker is back: ask it."""
+        try:
+            consumer.list_topics(self.topics[0], timeout=1.0)
+        except KafkaException:
+            return
+        self.outage.up()
 
     def _drop_errors(self, messages: list[Message]) -> list[Message]:
         records = []
@@ -183,6 +258,8 @@ class StageLoop:
                 records.append(m)
             elif err.fatal():
                 raise wrap(KafkaException(err), "consumer")
+            elif err.code() in UNREACHABLE:
+                self.outage.down(err.str())
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error", stage=self.stage, error=err.str(),
                             topic=m.topic(), partition=m.partition())
@@ -208,71 +285,62 @@ class StageLoop:
 
         return emit
 
-    def _run_batch(self, consumer: Consumer, producer: Producer, records: list[Message]) -> None:
+    def _run_batch(self, consumer: Consumer, txn: TransactionalProducer,
+                   records: list[Message]) -> None:
         started = time.perf_counter()
         if not records and started - self._last_tick < TICK_SECONDS:
             return  # nothing consumed and no timer due: no empty transaction
         self._last_tick = started
-        emit = self._emitter(producer)
+        emit = self._emitter(txn.producer)
         if self.eos:
-            producer.begin_transaction()
             try:
-                self.processor.process(records, emit)
-                self.processor.tick(emit)
+                txn.begin()
+                try:
+                    self.processor.process(records, emit)
+                    self.processor.tick(emit)
+                except KafkaRuntimeError as exc:
+                    if not exc.txn_requires_abort:
+                        raise
+                    txn.fail(exc)
+                    raise BatchLost(str(exc)) from None
                 t0 = time.perf_counter()
-                self._commit_transaction(consumer, producer)
+                txn.commit(lambda: self._offsets(consumer))
                 self.metrics.transaction_duration.labels(self.stage).observe(
                     time.perf_counter() - t0)
-            except KafkaRuntimeError as exc:
-                if not exc.txn_requires_abort:
-                    raise
-                self._abort(consumer, producer, exc)
+            except BatchLost:
+                self._rewind(consumer, txn)
+                self.processor.on_abort(consumer)
                 return
         else:
             self.processor.process(records, emit)
             self.processor.tick(emit)
-            self._flush_and_commit(consumer, producer, records)
+            self._flush_and_commit(consumer, txn.producer, records)
         if records:
             self.metrics.batch_duration.labels(self.stage).observe(time.perf_counter() - started)
             self.metrics.batch_size.labels(self.stage).observe(len(records))
             self.metrics.last_event.labels(self.stage).set(time.time())
 
-    def _commit_transaction(self, consumer: Consumer, producer: Producer) -> None:
-        tmo = self.settings.transaction_timeout_ms / 1000.0
-        try:
-            assignment = consumer.assignment()
-            if assignment:
-                producer.send_offsets_to_transaction(
-                    consumer.position(assignment), consumer.consumer_group_metadata(), tmo)
-        except KafkaException as exc:
-            raise wrap(exc, "send_offsets_to_transaction") from None
-        for attempt in range(5):
-            try:
-                producer.commit_transaction(tmo)
-                return
-            except KafkaException as exc:
-                err = wrap(exc, "commit_transaction")
-                if err.retriable and attempt < 4:
-                    log.warning("commit retrying", stage=self.stage, error=str(err))
-                    continue
-                raise err from None
+    @staticmethod
+    def _offsets(consumer: Consumer) -> tuple[list[TopicPartition], Any] | None:
+        """What step 4 sends: the positions of the assignment, fenced by the group generation."""
+        assignment = consumer.assignment()
+        if not assignment:
+            return None
+        return consumer.position(assignment), consumer.consumer_group_metadata()
 
-    def _abort(self, consumer: Consumer, producer: Producer, exc: KafkaRuntimeError) -> None:
-        log.warning("transaction aborted; rewinding to committed offsets",
-                    stage=self.stage, error=str(exc))
-        self.metrics.transaction_aborts.labels(self.stage).inc()
-        try:
-            producer.abort_transaction(self.settings.transaction_timeout_ms / 1000.0)
-        except KafkaException as abort_exc:
-            raise wrap(abort_exc, "abort_transaction") from None
-        self._rewind(consumer)
-        self.processor.on_abort(consumer)
-
-    def _rewind(self, consumer: Consumer) -> None:
+    def _rewind(self, consumer: Consumer, txn: TransactionalProducer) -> None:
+        """Seek every assigned partition back to its committed offset (retried while unreachable)."""
         assignment = consumer.assignment()
         if not assignment:
             return
-        for tp in consumer.committed(assignment, timeout=30):
+        tmo = self.settings.kafka_call_timeout_ms / 1000.0
+        try:
+            committed = txn.call("committed offsets",
+                                 lambda: consumer.committed(assignment, timeout=tmo))
+        except CallOverran as exc:
+            raise KafkaRuntimeError(f"{exc}: exiting so the orchestrator restarts the process",
+                                    fatal=True) from None
+        for tp in committed:
             if tp.offset < 0:
                 tp.offset = OFFSET_BEGINNING
             consumer.seek(tp)

@@ -1,0 +1,49 @@
+"""Whether the stage can reach the brokers, said once when it changes.
+
+A broker outage is an ordinary event, not an error per failed call: the stage logs one line when
+the brokers become unreachable and one when they are back (with how long they were gone), and
+readiness is false in between. Clients keep retrying underneath; their own errors during the
+outage go to debug.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+class Outage:
+    """Tracks one outage at a time; ``on_change`` runs when the state flips (readiness)."""
+
+    def __init__(self, stage: str, on_change: Callable[[], None] = lambda: None) -> None:
+        self.stage = stage
+        self.on_change = on_change
+        self.since: float | None = None
+        self.count = 0
+
+    @property
+    def active(self) -> bool:
+        return self.since is not None
+
+    def down(self, reason: str) -> None:
+        if self.since is not None:
+            log.debug("broker still unreachable", stage=self.stage, reason=reason)
+            return
+        self.since = time.monotonic()
+        self.count += 1
+        log.warning("broker unreachable: processing paused, retrying until it is back",
+                    stage=self.stage, reason=reason)
+        self.on_change()
+
+    def up(self) -> None:
+        if self.since is None:
+            return
+        gone = time.monotonic() - self.since
+        self.since = None
+        log.info("broker reachable again: processing resumes", stage=self.stage,
+                 outage_seconds=round(gone, 1))
+        self.on_change()
