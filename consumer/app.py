@@ -63,7 +63,10 @@ def correlate_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
 
     def encoder_for(topic: str) -> Encoder:
         if settings.create_topics:
-            ensure_topics(settings, {topic: {}})
+            try:
+                ensure_topics(settings, {topic: {}})
+            except KafkaRuntimeError as exc:  # the broker away or restarting: redo the batch later
+                raise KafkaRuntimeError(str(exc), retriable=True, txn_requires_abort=True) from None
         elif not topic_exists(settings, topic):
             # Producing to it would fail every transaction after message.timeout.ms; say why now.
             raise KafkaRuntimeError(

@@ -48,8 +48,9 @@ from consumer.logs import kafka_logger
 from consumer.metrics import Metrics
 from consumer.runtime.clients import consumer_conf, producer_conf, wrap
 from consumer.runtime.deadline import CallOverran, call_with_deadline
-from consumer.runtime.outage import Outage
+from consumer.runtime.outage import Outage, quiet_connection_failures
 from consumer.runtime.transactions import (
+    MAX_BACKOFF_SECONDS,
     UNREACHABLE,
     BatchLost,
     Stopping,
@@ -111,6 +112,8 @@ class StageLoop:
         self._last_tick = 0.0
         self._producer_factory = producer_factory
         self.outage = Outage(self.stage, self._update_ready)
+        self._lost_in_row = 0
+        self._suspect: str | None = None  # a client said the brokers are down; not checked yet
         self._assigned = False
         self._restoring = False
         self.txn: TransactionalProducer | None = None
@@ -133,9 +136,14 @@ class StageLoop:
                     gauge.labels(self.stage, topic, pid).set(lag)
 
     def _on_error(self, err: KafkaError) -> None:
-        """librdkafka's client-level errors (``error_cb``): all brokers down starts an outage."""
+        """librdkafka's client-level errors (``error_cb``): all brokers down may be an outage.
+
+        Only "may": these are queued and served by the next consume(), possibly long after the
+        fact (a loop waiting on a transactional call does not consume), so the loop asks the
+        broker before it declares an outage.
+        """
         if err.code() == KafkaError._ALL_BROKERS_DOWN:
-            self.outage.down(err.str())
+            self._suspect = err.str()
         elif err.code() in UNREACHABLE:
             log.debug("client error", stage=self.stage, error=err.str())
         else:
@@ -186,10 +194,11 @@ class StageLoop:
         s = self.settings
         call_timeout = s.kafka_call_timeout_ms / 1000.0
         conf = consumer_conf(s, self.group, stats_cb=self._on_stats, error_cb=self._on_error,
-                             logger=kafka_logger("consumer"), **self._consumer_extra)
+                             logger=quiet_connection_failures(kafka_logger("consumer")),
+                             **self._consumer_extra)
         txn_id = s.transactional_id_for(self.group) if self.eos else None
         pconf = producer_conf(s, txn_id, on_delivery=self._on_delivery, error_cb=self._on_error,
-                              logger=kafka_logger("producer"))
+                              logger=quiet_connection_failures(kafka_logger("producer")))
         txn = self.txn = TransactionalProducer(
             pconf, stage=self.stage, call_timeout=call_timeout, metrics=self.metrics,
             outage=self.outage, stop=stop, heartbeat=self.health.tick,
@@ -212,7 +221,8 @@ class StageLoop:
                     if not self._restoring:
                         self._update_ready()
                 records = self._drop_errors(messages)
-                if self.outage.active and not records and not consumer.assignment():
+                if self._suspect is not None or (
+                        self.outage.active and not records and not consumer.assignment()):
                     self._probe(consumer)
                 self._run_batch(consumer, txn, records)
         except Stopping:
@@ -243,12 +253,17 @@ class StageLoop:
                  stuck_client_calls=stuck)
 
     def _probe(self, consumer: Consumer) -> None:
-        """With nothing assigned no transaction tells whether the broker is back: ask it."""
-        try:
-            consumer.list_topics(self.topics[0], timeout=1.0)
-        except KafkaException:
+        """Ask the broker: after a client's report that it is down, or while no transaction
+        can tell (nothing assigned) whether it is back."""
+        suspect, self._suspect = self._suspect, None
+        try:  # a request the client cannot answer from its metadata cache
+            consumer.get_watermark_offsets(TopicPartition(self.topics[0], 0), timeout=1.0,
+                                           cached=False)
+        except KafkaException as exc:
+            self.outage.down(suspect or str(exc))
             return
-        self.outage.up()
+        if not consumer.assignment():  # else the next committed transaction says it
+            self.outage.up()
 
     def _drop_errors(self, messages: list[Message]) -> list[Message]:
         records = []
@@ -259,7 +274,7 @@ class StageLoop:
             elif err.fatal():
                 raise wrap(KafkaException(err), "consumer")
             elif err.code() in UNREACHABLE:
-                self.outage.down(err.str())
+                self._suspect = err.str()
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error", stage=self.stage, error=err.str(),
                             topic=m.topic(), partition=m.partition())
@@ -310,7 +325,10 @@ class StageLoop:
             except BatchLost:
                 self._rewind(consumer, txn)
                 self.processor.on_abort(consumer)
+                self._lost_in_row += 1  # back off, so a failure that persists is no busy loop
+                txn.pause(min(0.05 * 2 ** self._lost_in_row, MAX_BACKOFF_SECONDS))
                 return
+            self._lost_in_row = 0
         else:
             self.processor.process(records, emit)
             self.processor.tick(emit)

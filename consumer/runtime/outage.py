@@ -8,6 +8,7 @@ outage go to debug.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -47,3 +48,26 @@ class Outage:
         log.info("broker reachable again: processing resumes", stage=self.stage,
                  outage_seconds=round(gone, 1))
         self.on_change()
+
+
+CONNECTION_FAILURES = ("Connection refused", "Disconnected", "Connect to ", "brokers are down",
+                       "concurrent operation on the same transaction")
+
+
+class _ConnectionFailuresToDebug(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and any(
+                text in record.getMessage() for text in CONNECTION_FAILURES):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+def quiet_connection_failures(logger: logging.Logger) -> logging.Logger:
+    """librdkafka's own line per failed connection goes to debug: :class:`Outage` says it once.
+
+    Other librdkafka lines (authentication, TLS, configuration) keep their level.
+    """
+    if not any(isinstance(f, _ConnectionFailuresToDebug) for f in logger.filters):
+        logger.addFilter(_ConnectionFailuresToDebug())
+    return logger

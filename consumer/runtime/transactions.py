@@ -86,7 +86,9 @@ class TransactionalProducer:
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """``fn()`` under the deadline, retried with backoff while its error is retriable.
 
-        Raises the first non-retriable error (wrapped), CallOverran, or Stopping.
+        A timeout or lost connection counts as retriable even where the client does not flag it
+        (``committed()`` does not). Raises the first other error (wrapped), CallOverran, or
+        Stopping.
         """
         backoff = 0.1
         while True:
@@ -94,7 +96,8 @@ class TransactionalProducer:
                 result = call_with_deadline(fn, self.deadline, what)
             except KafkaException as exc:
                 err = wrap(exc, what)
-                if not err.retriable:
+                if err.fatal or err.txn_requires_abort or not (
+                        err.retriable or err.code in UNREACHABLE):
                     raise err from None
                 if err.code in UNREACHABLE:
                     self.outage.down(str(err))

@@ -149,18 +149,23 @@ def log_events(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-def open_transaction_on(bootstrap: str, topic: str, partitions: int) -> bool:
-    """True when some partition has records above its last stable offset: a transaction is open."""
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    ends = []
-    for isolation in ("read_uncommitted", "read_committed"):
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("lso"),
-                             "isolation.level": isolation})
-        try:
-            ends.append([consumer.get_watermark_offsets(tp, timeout=5, cached=False)[1] for tp in tps])
-        finally:
-            consumer.close()
-    return any(high > stable for high, stable in zip(ends[0], ends[1], strict=True))
+class OpenTransactions:
+    """Sees a transaction open on a topic: records above the last stable offset of a partition."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        self.tps = [TopicPartition(topic, p) for p in range(partitions)]
+        self.readers = [Consumer({"bootstrap.servers": bootstrap, "group.id": unique("lso"),
+                                  "isolation.level": isolation})
+                        for isolation in ("read_uncommitted", "read_committed")]
+
+    def __call__(self) -> bool:
+        ends = [[reader.get_watermark_offsets(tp, timeout=5, cached=False)[1] for tp in self.tps]
+                for reader in self.readers]
+        return any(high > stable for high, stable in zip(ends[0], ends[1], strict=True))
+
+    def close(self) -> None:
+        for reader in self.readers:
+            reader.close()
 
 
 @pytest.mark.parametrize("fault", ["sigterm", "sigkill", "sigkill-inside-transaction"])
@@ -170,14 +175,16 @@ def test_stages_ride_out_a_broker_restart(own_broker: OwnBroker, tmp_path: Path,
     prefix = f"{unique('out')}."
     create_topics(bootstrap, {raw: 3, normalized: 3, dlq: 1})
     create_topics(bootstrap, {changelog: 3}, {"cleanup.policy": "compact"})
-    ops = synthetic.operations(OPS, instances=500, seed=5)
+    in_txn = fault == "sigkill-inside-transaction"
+    n_ops = 3 * OPS if in_txn else OPS  # batches of 20,000: each transaction stays open ~1 s
+    ops = synthetic.operations(n_ops, instances=500, seed=5)
     total = produce(bootstrap, raw, synthetic.keyed_stream(ops, late_start=0.1))
     norm_group, corr_group = unique("norm"), unique("corr")
     common = {"VMEVENTS_RAW_TOPICS": raw, "VMEVENTS_NORMALIZED_TOPIC": normalized,
               "VMEVENTS_DLQ_TOPIC": dlq, "VMEVENTS_CHANGELOG_TOPIC": changelog,
               "VMEVENTS_OUTCOME_TOPIC_PREFIX": prefix, "VMEVENTS_NORMALIZE_GROUP": norm_group,
               "VMEVENTS_CORRELATE_GROUP": corr_group,
-              "VMEVENTS_BATCH_SIZE": "5000" if fault == "sigkill-inside-transaction" else "500",
+              "VMEVENTS_BATCH_SIZE": "20000" if in_txn else "500",
               **FAST_TIMEOUTS}
     logs = {stage: tmp_path / f"{stage}.log" for stage in ("normalize", "correlate")}
     procs = {stage: start_stage(stage, stage_env(bootstrap, **common), logs[stage]) for stage in logs}
@@ -185,9 +192,13 @@ def test_stages_ride_out_a_broker_restart(own_broker: OwnBroker, tmp_path: Path,
     try:
         wait_for(lambda: committed_total(bootstrap, norm_group, raw) >= total // 5, 120,
                  "a fifth of the raw records normalized", procs["normalize"])
-        if fault == "sigkill-inside-transaction":
-            wait_for(lambda: open_transaction_on(bootstrap, normalized, 3), 60,
-                     "an open transaction on the normalized topic", procs["normalize"])
+        if in_txn:
+            open_transaction = OpenTransactions(bootstrap, normalized, 3)
+            try:
+                wait_for(open_transaction, 60, "an open transaction on the normalized topic",
+                         procs["normalize"])
+            finally:
+                open_transaction.close()
         stopped_at = time.monotonic()
         own_broker.stop(kill=fault != "sigterm")
         time.sleep(OUTAGE_SECONDS)
@@ -205,7 +216,7 @@ def test_stages_ride_out_a_broker_restart(own_broker: OwnBroker, tmp_path: Path,
         for watch in watches.values():
             watch.stop()
         exits = {}
-        for stage, proc in procs.items():
+        for proc in procs.values():
             proc.send_signal(signal.SIGTERM)
         for stage, proc in procs.items():
             try:
@@ -226,10 +237,10 @@ def test_stages_ride_out_a_broker_restart(own_broker: OwnBroker, tmp_path: Path,
 
     decoder = Decoder(load_schemas(load_settings({}).schema_dir))
     outcomes = [decoder.decode(m.value())
-                for m in read_all(bootstrap, outcome_topics(bootstrap, prefix), expected=OPS, settle=1)]
+                for m in read_all(bootstrap, outcome_topics(bootstrap, prefix), expected=n_ops, settle=1)]
     counts = Counter((op_key(o), o["started_at"]) for o in outcomes)
     assert [k for k, n in counts.items() if n > 1] == []
-    assert len(counts) == OPS
+    assert len(counts) == n_ops
 
     for stage, watch in watches.items():
         assert watch.went_down_and_came_back(), f"{stage} /readyz statuses: {watch.seen}"
@@ -242,7 +253,7 @@ def test_stages_ride_out_a_broker_restart(own_broker: OwnBroker, tmp_path: Path,
                    for e in stage_events), stage
     redone = [e for e in events["normalize"]
               if e["event"].startswith(("transaction aborted", "producer replaced"))]
-    if fault == "sigkill-inside-transaction":
+    if in_txn:
         assert redone, "the kill landed between transactions: nothing was redone"
 
     written = read_all(bootstrap, [normalized], expected=total, isolation="read_uncommitted", settle=1)
