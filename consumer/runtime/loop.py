@@ -110,7 +110,7 @@ class StageLoop:
         self._consumer_extra = consumer_extra or {}
         self._delivery_error: KafkaError | None = None
         self._last_tick = 0.0
-        self._producer_factory = producer_factory
+        self.producer_factory = producer_factory
         self.outage = Outage(self.stage, self._update_ready)
         self._lost_in_row = 0
         self._suspect: str | None = None  # a client said the brokers are down; not checked yet
@@ -202,7 +202,7 @@ class StageLoop:
         txn = self.txn = TransactionalProducer(
             pconf, stage=self.stage, call_timeout=call_timeout, metrics=self.metrics,
             outage=self.outage, stop=stop, heartbeat=self.health.tick,
-            factory=self._producer_factory)
+            factory=self.producer_factory)
         consumer = Consumer(conf)
         try:
             if self.eos:
