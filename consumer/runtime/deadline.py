@@ -10,6 +10,7 @@ blocked (a thread inside C cannot be cancelled) and the client it holds must be 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -21,12 +22,25 @@ MARGIN_SECONDS = 5.0
 """How long past the timeout given to the call itself it may take before it counts as lost."""
 
 
+STOP_CHECK_SECONDS = 0.1
+STOP_GRACE_SECONDS = 2.0
+
+
 class CallOverran(KafkaRuntimeError):
     """A client call did not return by its deadline; the client it ran on cannot be trusted."""
 
 
-def call_with_deadline(fn: Callable[[], T], deadline: float, what: str) -> T:
+class Stopping(Exception):
+    """``stop`` was set while waiting (for a call, or for the broker): shut down now."""
+
+
+def call_with_deadline(fn: Callable[[], T], deadline: float, what: str,
+                       stop: threading.Event | None = None) -> T:
     """Run ``fn()`` in a daemon thread; its result, its exception, or CallOverran after ``deadline`` s.
+
+    With ``stop``, setting it shortens the wait to :data:`STOP_GRACE_SECONDS`, then ends it with
+    Stopping (the call goes on, abandoned): a healthy commit still completes, and a shutdown
+    never waits long for a call the broker may not answer.
 
     A thread per call (tens of microseconds, a few per batch of thousands of records) rather than a
     pool: a pool's worker stuck in C would hold the pool, and pool threads are joined at exit.
@@ -44,7 +58,20 @@ def call_with_deadline(fn: Callable[[], T], deadline: float, what: str) -> T:
             done.set()
 
     threading.Thread(target=target, name=f"kafka-call {what}", daemon=True).start()
-    if not done.wait(deadline):
+    if stop is None:
+        finished = done.wait(deadline)
+    else:
+        end = time.monotonic() + deadline
+        while not (finished := done.wait(min(STOP_CHECK_SECONDS, max(end - time.monotonic(), 0)))):
+            now = time.monotonic()
+            if stop.is_set():
+                if end - now > STOP_GRACE_SECONDS:
+                    end = now + STOP_GRACE_SECONDS  # a healthy commit still finishes
+                elif now >= end:
+                    raise Stopping(what)
+            if now >= end:
+                break
+    if not finished:
         raise CallOverran(f"{what} did not return within {deadline:.0f}s")
     if failure:
         raise failure[0]

@@ -47,13 +47,12 @@ from consumer.http import Health
 from consumer.logs import kafka_logger
 from consumer.metrics import Metrics
 from consumer.runtime.clients import consumer_conf, producer_conf, wrap
-from consumer.runtime.deadline import CallOverran, call_with_deadline
+from consumer.runtime.deadline import CallOverran, Stopping, call_with_deadline
 from consumer.runtime.outage import Outage, quiet_connection_failures
 from consumer.runtime.transactions import (
     MAX_BACKOFF_SECONDS,
     UNREACHABLE,
     BatchLost,
-    Stopping,
     TransactionalProducer,
 )
 

@@ -33,7 +33,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from consumer.errors import KafkaRuntimeError
 from consumer.metrics import Metrics
 from consumer.runtime.clients import wrap
-from consumer.runtime.deadline import MARGIN_SECONDS, CallOverran, call_with_deadline
+from consumer.runtime.deadline import MARGIN_SECONDS, CallOverran, Stopping, call_with_deadline
 from consumer.runtime.outage import Outage
 
 log = structlog.get_logger(__name__)
@@ -50,10 +50,6 @@ UNREACHABLE = frozenset({
     KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.REQUEST_TIMED_OUT,
 })
 """Error codes that mean "the broker is away" rather than "this request was wrong"."""
-
-
-class Stopping(Exception):
-    """``stop`` was set while waiting for the broker; the open transaction is left to the broker."""
 
 
 class BatchLost(Exception):
@@ -93,7 +89,10 @@ class TransactionalProducer:
         backoff = 0.1
         while True:
             try:
-                result = call_with_deadline(fn, self.deadline, what)
+                result = call_with_deadline(fn, self.deadline, what, self.stop)
+            except Stopping:
+                self.stuck.append(self.producer)  # maybe still inside the call: never destroy it
+                raise
             except KafkaException as exc:
                 err = wrap(exc, what)
                 if err.fatal or err.txn_requires_abort or not (

@@ -262,3 +262,52 @@ def test_stages_ride_out_a_broker_restart(own_broker: OwnBroker, tmp_path: Path,
           f"{resumed_at - back_at:.1f}s after the broker was back (stage saw an outage of {gone[0]}s); "
           f"normalize redid {len(redone)} batches; {len(written) - len(out)} normalized records "
           f"written twice and hidden from read_committed readers (of {total})")
+
+
+def test_sigterm_while_the_broker_is_down_ends_both_stages_in_time(own_broker: OwnBroker,
+                                                                   tmp_path: Path) -> None:
+    """Item 6: SIGTERM is honoured with the broker gone (where the stage used to hang)."""
+    bootstrap = own_broker.bootstrap
+    raw, normalized, changelog = unique("raw"), unique("normalized"), unique("changelog")
+    create_topics(bootstrap, {raw: 3, normalized: 3})
+    create_topics(bootstrap, {changelog: 3}, {"cleanup.policy": "compact"})
+    total = produce(bootstrap, raw, synthetic.keyed_stream(synthetic.operations(2000, seed=9)))
+    norm_group = unique("norm")
+    common = {"VMEVENTS_RAW_TOPICS": raw, "VMEVENTS_NORMALIZED_TOPIC": normalized,
+              "VMEVENTS_DLQ_TOPIC": unique("dlq"), "VMEVENTS_CHANGELOG_TOPIC": changelog,
+              "VMEVENTS_OUTCOME_TOPIC_PREFIX": f"{unique('out')}.",
+              "VMEVENTS_NORMALIZE_GROUP": norm_group, "VMEVENTS_CORRELATE_GROUP": unique("corr"),
+              **FAST_TIMEOUTS}
+    logs = {stage: tmp_path / f"{stage}.log" for stage in ("normalize", "correlate")}
+    procs = {stage: start_stage(stage, stage_env(bootstrap, **common), logs[stage]) for stage in logs}
+    try:
+        wait_for(lambda: committed_total(bootstrap, norm_group, raw) >= total, 120,
+                 "the raw records normalized", procs["normalize"])
+        own_broker.stop(kill=True)
+
+        def both_saw_it() -> bool:
+            return all(any(e["event"].startswith("broker unreachable") for e in log_events(path))
+                       for path in logs.values())
+
+        wait_for(both_saw_it, 60, "both stages to see the outage")
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        exits = {}
+        for stage, proc in procs.items():
+            try:
+                exits[stage] = proc.wait(15)
+            except subprocess.TimeoutExpired:
+                exits[stage] = None
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        own_broker.start()
+    assert None not in exits.values(), f"still running 15 s after SIGTERM: {exits}"
+    for stage, path in logs.items():
+        stopped = [e for e in log_events(path) if e["event"] == "stage stopped"]
+        forced = [e for e in log_events(path) if e["event"].startswith("shutdown did not finish")]
+        assert stopped or forced, f"{stage} said nothing about its last transaction"
+        if stopped:
+            print(f"\n[{stage}] exit {exits[stage]}; last transaction: {stopped[0]['last_transaction']}")
