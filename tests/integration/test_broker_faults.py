@@ -168,6 +168,25 @@ class OpenTransactions:
             reader.close()
 
 
+def resume_times(groups: dict[str, tuple[str, str]], bootstrap: str, since: float,
+                 procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
+    """Seconds from ``since`` until each stage's group commits beyond what it had.
+
+    An upper bound for correlate: it may also be waiting for normalize's output.
+    """
+    before = {stage: committed_total(bootstrap, group, topic) for stage, (group, topic) in groups.items()}
+    resumed: dict[str, float] = {}
+
+    def check() -> bool:
+        for stage, (group, topic) in groups.items():
+            if stage not in resumed and committed_total(bootstrap, group, topic) > before[stage]:
+                resumed[stage] = time.monotonic() - since
+        return len(resumed) == len(groups)
+
+    wait_for(check, 90, "both stages committing again", procs["normalize"])
+    return resumed
+
+
 @pytest.mark.parametrize("fault", ["sigterm", "sigkill", "sigkill-inside-transaction"])
 def test_stages_ride_out_a_broker_restart(own_broker: OwnBroker, tmp_path: Path, fault: str) -> None:
     bootstrap = own_broker.bootstrap
@@ -204,10 +223,8 @@ def test_stages_ride_out_a_broker_restart(own_broker: OwnBroker, tmp_path: Path,
         time.sleep(OUTAGE_SECONDS)
         own_broker.start()
         back_at = time.monotonic()
-        committed_before = committed_total(bootstrap, norm_group, raw)
-        wait_for(lambda: committed_total(bootstrap, norm_group, raw) > committed_before, 90,
-                 "normalize committing again", procs["normalize"])
-        resumed_at = time.monotonic()
+        resumed = resume_times({"normalize": (norm_group, raw), "correlate": (corr_group, normalized)},
+                               bootstrap, back_at, procs)
         wait_for(lambda: committed_total(bootstrap, norm_group, raw) >= total, 180,
                  "every raw record normalized", procs["normalize"])
         wait_for(lambda: committed_total(bootstrap, corr_group, normalized) >= total, 180,
@@ -258,10 +275,13 @@ def test_stages_ride_out_a_broker_restart(own_broker: OwnBroker, tmp_path: Path,
 
     written = read_all(bootstrap, [normalized], expected=total, isolation="read_uncommitted", settle=1)
     gone = [e["outage_seconds"] for e in events["normalize"] if "outage_seconds" in e]
-    print(f"\n[{fault}] broker away {back_at - stopped_at:.1f}s; normalize committed again "
-          f"{resumed_at - back_at:.1f}s after the broker was back (stage saw an outage of {gone[0]}s); "
-          f"normalize redid {len(redone)} batches; {len(written) - len(out)} normalized records "
-          f"written twice and hidden from read_committed readers (of {total})")
+    redone_corr = [e for e in events["correlate"]
+                   if e["event"].startswith(("transaction aborted", "producer replaced"))]
+    print(f"\n[{fault}] broker away {back_at - stopped_at:.1f}s; first commit after it was back: "
+          f"normalize +{resumed['normalize']:.1f}s, correlate +{resumed['correlate']:.1f}s "
+          f"(normalize logged an outage of {gone[0]}s); batches redone: normalize {len(redone)}, "
+          f"correlate {len(redone_corr)}; {len(written) - len(out)} of {total} normalized records "
+          f"were written twice, the copy in an aborted transaction hidden from read_committed")
 
 
 def test_sigterm_while_the_broker_is_down_ends_both_stages_in_time(own_broker: OwnBroker,
