@@ -312,6 +312,10 @@ class StageLoop:
                 try:
                     self.processor.process(records, emit)
                     self.processor.tick(emit)
+                except KafkaException as exc:  # produce() refused: the transaction is in error
+                    err = wrap(exc, "produce")
+                    txn.fail(err)
+                    raise BatchLost(str(err)) from None
                 except KafkaRuntimeError as exc:
                     if not exc.txn_requires_abort:
                         raise
