@@ -171,13 +171,12 @@ class OpenTransactions:
             reader.close()
 
 
-def resume_times(groups: dict[str, tuple[str, str]], bootstrap: str, since: float,
-                 procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
-    """Seconds from ``since`` until each stage's group commits beyond what it had.
+def resume_times(groups: dict[str, tuple[str, str]], before: dict[str, int], bootstrap: str,
+                 since: float, procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
+    """Seconds from ``since`` until each stage's group commits beyond ``before``.
 
     An upper bound for correlate: it may also be waiting for normalize's output.
     """
-    before = {stage: committed_total(bootstrap, group, topic) for stage, (group, topic) in groups.items()}
     resumed: dict[str, float] = {}
 
     def check() -> bool:
@@ -218,13 +217,14 @@ def test_stages_ride_out_a_broker_restart(own_broker: OwnBroker, tmp_path: Path,
                      procs["normalize"])
         finally:
             open_transaction.close()
+        groups = {"normalize": (norm_group, raw), "correlate": (corr_group, normalized)}
+        before = {stage: committed_total(bootstrap, *pair) for stage, pair in groups.items()}
         stopped_at = time.monotonic()
         own_broker.stop(kill=fault != "sigterm")
         time.sleep(OUTAGE_SECONDS)
         own_broker.start()
         back_at = time.monotonic()
-        resumed = resume_times({"normalize": (norm_group, raw), "correlate": (corr_group, normalized)},
-                               bootstrap, back_at, procs)
+        resumed = resume_times(groups, before, bootstrap, back_at, procs)
         wait_for(lambda: committed_total(bootstrap, norm_group, raw) >= total, 180,
                  "every raw record normalized", procs["normalize"])
         wait_for(lambda: committed_total(bootstrap, corr_group, normalized) >= total, 180,
