@@ -61,6 +61,11 @@ log = structlog.get_logger(__name__)
 TICK_SECONDS = 1.0
 """How often timer work runs on an idle partition set (a quiet partition still times out)."""
 
+PROBE_AFTER_SECONDS = 2.0
+PROBE_TIMEOUT_SECONDS = 1.0
+"""An idle stage asks the broker for a partition's end offset every 2 s: a broker outage shows
+in readiness (and the log) even when no transaction needs the broker."""
+
 Headers = list[tuple[str, str | bytes | None]]
 Emit = Callable[[str, bytes | None, bytes | None, Headers | None, int], None]
 """``emit(topic, key, value, headers, partition)``; partition -1 lets the partitioner choose."""
@@ -116,8 +121,7 @@ class StageLoop:
         self._assigned = False
         self._restoring = False
         self.txn: TransactionalProducer | None = None
-        self.stuck_calls = 0
-        self.last_transaction = "none"
+        self.stuck_calls = 0  # client calls left inside librdkafka at shutdown (see app.run_stage)
 
     # -- callbacks -------------------------------------------------------------------------
 
@@ -221,7 +225,7 @@ class StageLoop:
                         self._update_ready()
                 records = self._drop_errors(messages)
                 if self._suspect is not None or (
-                        self.outage.active and not records and not consumer.assignment()):
+                        time.monotonic() - self.outage.last_contact > PROBE_AFTER_SECONDS):
                     self._probe(consumer)
                 self._run_batch(consumer, txn, records)
         except Stopping:
@@ -247,22 +251,20 @@ class StageLoop:
         if not self.eos:
             txn.producer.flush(min(call_timeout, 10.0))
         self.stuck_calls = stuck
-        self.last_transaction = txn.last
         log.info("stage stopped", stage=self.stage, last_transaction=txn.last,
                  stuck_client_calls=stuck)
 
     def _probe(self, consumer: Consumer) -> None:
-        """Ask the broker: after a client's report that it is down, or while no transaction
-        can tell (nothing assigned) whether it is back."""
+        """Ask the broker, after a client's report that it is down or when no committed
+        transaction has shown for a while that it is there (an idle stage)."""
         suspect, self._suspect = self._suspect, None
         try:  # a request the client cannot answer from its metadata cache
-            consumer.get_watermark_offsets(TopicPartition(self.topics[0], 0), timeout=1.0,
-                                           cached=False)
+            consumer.get_watermark_offsets(TopicPartition(self.topics[0], 0),
+                                           timeout=PROBE_TIMEOUT_SECONDS, cached=False)
         except KafkaException as exc:
             self.outage.down(suspect or str(exc))
             return
-        if not consumer.assignment():  # else the next committed transaction says it
-            self.outage.up()
+        self.outage.contact()
 
     def _drop_errors(self, messages: list[Message]) -> list[Message]:
         records = []
@@ -347,7 +349,8 @@ class StageLoop:
         assignment = consumer.assignment()
         if not assignment:
             return None
-        return consumer.position(assignment), consumer.consumer_group_metadata()
+        positions = [tp for tp in consumer.position(assignment) if tp.offset >= 0]
+        return (positions, consumer.consumer_group_metadata()) if positions else None
 
     def _rewind(self, consumer: Consumer, txn: TransactionalProducer) -> None:
         """Seek every assigned partition back to its committed offset (retried while unreachable)."""

@@ -25,6 +25,12 @@ class Outage:
         self.on_change = on_change
         self.since: float | None = None
         self.count = 0
+        self.last_contact = time.monotonic()  # when a broker last answered a request of ours
+
+    def contact(self) -> None:
+        """A broker answered: evidence that it is reachable (ends an outage)."""
+        self.last_contact = time.monotonic()
+        self.up()
 
     @property
     def active(self) -> bool:

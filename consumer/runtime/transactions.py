@@ -46,10 +46,12 @@ MAX_REPLACEMENTS = 5
 
 UNREACHABLE = frozenset({
     KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
-    KafkaError._RESOLVE, KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._RESOLVE, KafkaError.REQUEST_TIMED_OUT,
 })
-"""Error codes that mean "the broker is away" rather than "this request was wrong"."""
+"""Error codes that mean "the broker is away" rather than "this request was wrong".
+
+A coordinator moving or loading is retriable too, but the broker answered: no outage.
+"""
 
 
 class BatchLost(Exception):
@@ -124,7 +126,7 @@ class TransactionalProducer:
             except CallOverran as exc:
                 self._abandon(str(exc), stuck=True)
                 continue
-            self.outage.up()
+            self.outage.contact()
             return
 
     def begin(self) -> None:
@@ -141,7 +143,8 @@ class TransactionalProducer:
     def commit(self, offsets: Callable[[], tuple[list[TopicPartition], Any] | None]) -> None:
         """Send the input offsets and commit; on failure abort or replace, then raise BatchLost.
 
-        ``offsets()`` gives ``(positions, group metadata)``, or None when nothing is assigned.
+        ``offsets()`` gives ``(positions, group metadata)``, or None when there is no position
+        to commit (then the commit of an empty transaction is local and proves no contact).
         """
         producer, tmo = self.producer, self.call_timeout
         try:
@@ -158,7 +161,7 @@ class TransactionalProducer:
         self.last = "committed"
         self.replacements = 0
         if sent is not None:
-            self.outage.up()
+            self.outage.contact()
 
     def fail(self, exc: KafkaRuntimeError) -> None:
         """The batch failed before its commit (a produce or processing error): undo it."""

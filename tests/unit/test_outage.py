@@ -14,7 +14,7 @@ def test_an_outage_is_logged_once_each_way_with_its_length() -> None:
         outage.down("1/1 brokers are down")
         outage.down("committed offsets: Local: Timed out")
         outage.up()
-        outage.up()
+        outage.contact()  # evidence the broker answers, without an outage to end
     loud = [e for e in logs if e["log_level"] != "debug"]
     assert [e["event"] for e in loud] == [
         "broker unreachable: processing paused, retrying until it is back",
@@ -46,3 +46,12 @@ def test_librdkafka_connection_failures_go_to_debug_and_other_lines_stay() -> No
     logger.setLevel(logging.DEBUG)
     logger.error("FAIL [rdkafka#consumer-1]: 1/1 brokers are down")
     assert records[-1].levelno == logging.DEBUG
+
+
+def test_a_broker_answer_is_contact_and_ends_an_outage() -> None:
+    outage = Outage("correlate")
+    first = outage.last_contact
+    outage.down("1/1 brokers are down")
+    outage.contact()
+    assert not outage.active
+    assert outage.last_contact >= first
