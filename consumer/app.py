@@ -63,10 +63,12 @@ def correlate_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
 
     def encoder_for(topic: str) -> Encoder:
         if settings.create_topics:
-            try:
-                ensure_topics(settings, {topic: {}})
+            try:  # mid-batch: bounded like any client call
+                ensure_topics(settings, {topic: {}},
+                              timeout=min(settings.kafka_call_timeout_ms / 1000.0, 5.0))
             except KafkaRuntimeError as exc:  # the broker away or restarting: redo the batch later
-                raise KafkaRuntimeError(str(exc), retriable=True, txn_requires_abort=True) from None
+                raise KafkaRuntimeError(str(exc), code=exc.code, retriable=True,
+                                        txn_requires_abort=True) from None
         elif not topic_exists(settings, topic):
             # Producing to it would fail every transaction after message.timeout.ms; say why now.
             raise KafkaRuntimeError(

@@ -50,8 +50,15 @@ UNREACHABLE = frozenset({
 })
 """Error codes that mean "the broker is away" rather than "this request was wrong".
 
-A coordinator moving or loading is retriable too, but the broker answered: no outage.
+A coordinator moving or loading is retriable too (:data:`RETRIED`), but the broker answered: no
+outage.
 """
+
+RETRIED = UNREACHABLE | {
+    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+}
+"""Retried whatever the client's ``retriable`` flag says (``committed()`` sets none)."""
 
 
 class BatchLost(Exception):
@@ -84,9 +91,9 @@ class TransactionalProducer:
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """``fn()`` under the deadline, retried with backoff while its error is retriable.
 
-        A timeout or lost connection counts as retriable even where the client does not flag it
-        (``committed()`` does not). Raises the first other error (wrapped), CallOverran, or
-        Stopping.
+        A timeout, a lost connection or a moving coordinator counts as retriable even where the
+        client does not flag it (``committed()`` does not). Raises the first other error
+        (wrapped), CallOverran, or Stopping.
         """
         backoff = 0.1
         while True:
@@ -98,7 +105,7 @@ class TransactionalProducer:
             except KafkaException as exc:
                 err = wrap(exc, what)
                 if err.fatal or err.txn_requires_abort or not (
-                        err.retriable or err.code in UNREACHABLE):
+                        err.retriable or err.code in RETRIED):
                     raise err from None
                 if err.code in UNREACHABLE:
                     self.outage.down(str(err))
@@ -168,6 +175,8 @@ class TransactionalProducer:
         self._recover(exc)
 
     def _recover(self, exc: KafkaRuntimeError) -> None:
+        if exc.code in UNREACHABLE:
+            self.outage.down(str(exc))
         if isinstance(exc, CallOverran) or exc.fatal:
             self.replace(str(exc), stuck=isinstance(exc, CallOverran))
             return

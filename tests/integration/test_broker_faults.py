@@ -185,7 +185,13 @@ def resume_times(groups: dict[str, tuple[str, str]], before: dict[str, int], boo
                 resumed[stage] = time.monotonic() - since
         return len(resumed) == len(groups)
 
-    wait_for(check, 90, "both stages committing again", procs["normalize"])
+    def check_alive() -> bool:
+        for stage, proc in procs.items():
+            if proc.poll() is not None:
+                raise AssertionError(f"{stage} exited with {proc.returncode}")
+        return check()
+
+    wait_for(check_alive, 90, f"both stages committing again (so far {resumed})")
     return resumed
 
 
