@@ -1,15 +1,14 @@
 """Wires settings, the pure core and the Kafka shell into a running stage.
 
 One function per stage builds its processor; ``run_stage`` does what every stage needs around it:
-fail fast on an unreachable broker, create topics, serve /metrics and probes, stop on SIGTERM.
+fail fast on an unreachable broker, create topics, serve /metrics and probes, stop on SIGTERM
+within a bound (:mod:`consumer.signals`).
 """
 
 from __future__ import annotations
 
-import signal
 import threading
 from collections.abc import Callable
-from types import FrameType
 
 import structlog
 
@@ -32,6 +31,7 @@ from consumer.runtime.deadletter import DeadLetters, max_record_bytes
 from consumer.runtime.loop import StageLoop
 from consumer.runtime.normalize_stage import NormalizeProcessor
 from consumer.serde import Decoder, Encoder, load_schemas
+from consumer.signals import force_exit, receive_signals
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +68,12 @@ def correlate_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
 
     def encoder_for(topic: str) -> Encoder:
         if settings.create_topics:
-            ensure_topics(settings, {topic: {}})
+            try:  # mid-batch: bounded like any client call
+                ensure_topics(settings, {topic: {}},
+                              timeout=min(settings.kafka_call_timeout_ms / 1000.0, 5.0))
+            except KafkaRuntimeError as exc:  # the broker away or restarting: redo the batch later
+                raise KafkaRuntimeError(str(exc), code=exc.code, retriable=True,
+                                        txn_requires_abort=True) from None
         elif not topic_exists(settings, topic):
             # Producing to it would fail every transaction after message.timeout.ms; say why now.
             raise KafkaRuntimeError(
@@ -94,16 +99,16 @@ LOOPS: dict[str, Callable[[Settings, Metrics, Health], StageLoop]] = {
 
 
 def run_stage(stage: str, settings: Settings, stop: threading.Event | None = None) -> None:
-    """Run one stage until SIGTERM/SIGINT (or ``stop``); raises on fatal errors."""
+    """Run one stage until SIGTERM/SIGINT (or ``stop``); raises on fatal errors.
+
+    On the main thread signals go to a dedicated thread first, before any client starts a
+    thread. A client call left stuck inside librdkafka would block the interpreter's teardown
+    (destroying its client waits for it), so then the process ends with ``os._exit``.
+    """
     stop = stop or threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("signal received, finishing the current batch", signal=signal.Signals(signum).name)
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+    owns_process = threading.current_thread() is threading.main_thread()
+    if owns_process:
+        receive_signals(stop, settings.shutdown_timeout_s)
     check_reachable(settings)
     metrics = Metrics()
     health = Health()
@@ -111,7 +116,15 @@ def run_stage(stage: str, settings: Settings, stop: threading.Event | None = Non
                           settings.metrics_port).start()
     log.info("http server listening", stage=stage,
              metrics=f"http://127.0.0.1:{server.port}/metrics")
+    loop = LOOPS[stage](settings, metrics, health)
     try:
-        LOOPS[stage](settings, metrics, health).run(stop)
+        loop.run(stop)
+    except KafkaRuntimeError as exc:
+        if owns_process and loop.txn is not None and loop.txn.stuck:
+            log.error("stage failed with client calls stuck inside librdkafka", error=str(exc))
+            force_exit(1)
+        raise
     finally:
         server.stop()
+    if owns_process and loop.stuck_calls:
+        force_exit(0)

@@ -53,6 +53,9 @@ class _Counting:
     def on_abort(self, consumer: Any) -> None:
         self.inner.on_abort(consumer)
 
+    def restore(self, consumer: Any) -> bool:
+        return bool(self.inner.restore(consumer))
+
     def tick(self, emit: Any) -> None:
         self.inner.tick(emit)
 
@@ -77,6 +80,9 @@ class _Passthrough:
 
     def on_abort(self, consumer: Any) -> None:
         return
+
+    def restore(self, consumer: Any) -> bool:
+        return True
 
     def tick(self, emit: Any) -> None:
         return

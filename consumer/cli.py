@@ -146,8 +146,11 @@ def _run_all(stages: Sequence[str], settings: Settings) -> int:
     children = []
     for i, stage in enumerate(stages):
         env = {**os.environ, "VMEVENTS_METRICS_PORT": str(settings.metrics_port + i)}
+        # Own process group: a terminal's Ctrl-C reaches the children once, through forward(),
+        # not twice (a second signal makes a stage exit at once, see consumer/signals.py).
         children.append(subprocess.Popen(
-            [sys.executable, "-m", "consumer.cli", "run", "--stage", stage], env=env))
+            [sys.executable, "-m", "consumer.cli", "run", "--stage", stage], env=env,
+            process_group=0))
 
     def forward(signum: int, frame: object) -> None:
         for child in children:

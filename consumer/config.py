@@ -58,6 +58,8 @@ class Settings:
     batch_timeout_ms: int = 100
     max_idle_ms: int = 500
     transaction_timeout_ms: int = 60_000
+    kafka_call_timeout_ms: int = 30_000
+    shutdown_timeout_s: int = 20
     default_timezone: str = "Asia/Shanghai"
     max_message_bytes: int = 1_048_576
     metrics_port: int = 8080
@@ -71,8 +73,12 @@ class Settings:
     topic_replication_factor: int = 1
 
     def transactional_id_for(self, group: str) -> str:
-        """A stable id per process: the pod name in Kubernetes, so a restart fences its zombie."""
-        return self.transactional_id or f"{group}-{socket.gethostname()}"
+        """One id per process, so two stages on one host never fence each other.
+
+        With EOS v2 the group generation fences a zombie, so the id need not survive a restart;
+        the chart sets ``<group>-<pod name>``.
+        """
+        return self.transactional_id or f"{group}-{socket.gethostname()}-{os.getpid()}"
 
     def secret_values(self) -> list[str]:
         """The values no log line or error may show (for :mod:`consumer.redact`)."""
@@ -261,6 +267,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                       500),
         transaction_timeout_ms=c(lambda: _int(env, "VMEVENTS_TRANSACTION_TIMEOUT_MS", 60_000,
                                               minimum=1000), 60_000),
+        kafka_call_timeout_ms=c(lambda: _int(env, "VMEVENTS_KAFKA_CALL_TIMEOUT_MS", 30_000,
+                                             minimum=1000), 30_000),
+        shutdown_timeout_s=c(lambda: _int(env, "VMEVENTS_SHUTDOWN_TIMEOUT_S", 20, minimum=1), 20),
         default_timezone=c(lambda: _timezone(env), "UTC"),
         max_message_bytes=c(lambda: _int(env, "VMEVENTS_MAX_MESSAGE_BYTES", 1_048_576,
                                          minimum=1024), 1_048_576),

@@ -88,11 +88,14 @@ def producer_conf(settings: Settings, transactional_id: str | None, **extra: Any
 
 
 def ensure_topics(settings: Settings, topics: Mapping[str, Mapping[str, str]],
-                  partitions: int | None = None) -> None:
-    """Create missing topics (name -> topic configs); existing ones are left as they are."""
+                  partitions: int | None = None, timeout: float = 30.0) -> None:
+    """Create missing topics (name -> topic configs); existing ones are left as they are.
+
+    ``timeout`` bounds each request (a stage creating a topic mid-batch passes a short one).
+    """
     admin = admin_client(settings)
     try:
-        existing = set(admin.list_topics(timeout=15).topics)
+        existing = set(admin.list_topics(timeout=min(timeout, 15)).topics)
     except KafkaException as exc:
         raise wrap(exc, f"cannot reach Kafka at {settings.bootstrap_servers}") from None
     new = [
@@ -102,7 +105,8 @@ def ensure_topics(settings: Settings, topics: Mapping[str, Mapping[str, str]],
     ]
     if not new:
         return
-    for name, future in admin.create_topics(new, operation_timeout=30).items():
+    for name, future in admin.create_topics(new, operation_timeout=timeout,
+                                            request_timeout=timeout).items():
         try:
             future.result()
             log.info("topic created", topic=name)

@@ -7,12 +7,15 @@ input position.
 
 Rebalance protocol:
 
-1. Assign: for the new partitions, read the changelog partitions from the beginning up to the
-   last stable offset (read_committed) into fresh correlators; readiness is false meanwhile and
-   the restore time is a metric.
-2. Revoke / lost: drop those correlators. Nothing to commit: the loop never has a transaction open
-   while the consumer serves rebalance callbacks.
-3. Abort: the aborted batch may have changed any correlator, so all are rebuilt from the changelog.
+1. Assign (inside the rebalance callback, so kept cheap): pause the new input partitions and
+   note them for restoring.
+2. Restore (on the loop, between batches, a slice at a time so the loop keeps polling and the
+   other partitions keep flowing): read their changelog partitions from the beginning up to the
+   last stable offset (read_committed) into fresh correlators; resume each input partition as
+   soon as its state is complete. Readiness is false meanwhile and the restore time is a metric.
+3. Revoke / lost: drop those correlators and any restore in progress for them. Nothing to
+   commit: the loop never has a transaction open while the consumer serves rebalance callbacks.
+4. Abort: the aborted batch may have changed any correlator, so all are rebuilt from the changelog.
 """
 
 from __future__ import annotations
@@ -20,10 +23,16 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from consumer.config import Settings
 from consumer.correlator import UNKNOWN_OPERATION, Correlator, CorrelatorConfig, Outcome
@@ -36,6 +45,9 @@ from consumer.serde import Decoder, Encoder, SerdeError
 log = structlog.get_logger(__name__)
 
 STAGE = "correlate"
+
+RESTORE_SLICE_SECONDS = 0.25
+"""How long one restore step reads before the loop polls its consumer again."""
 
 
 def outcome_topic(settings: Settings, outcome: Outcome) -> str:
@@ -78,33 +90,71 @@ class CorrelateProcessor:
         self.correlators: dict[int, Correlator] = {}
         self._encoders: dict[str, Encoder] = {}
         self._routes: dict[tuple[str, str], tuple[str, Encoder]] = {}
+        self._to_restore: dict[int, TopicPartition] = {}  # paused input partitions
+        self._restoring: ChangelogRestore | None = None
 
     # -- rebalance -------------------------------------------------------------------------
 
     def on_assign(self, consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
-        self._restore([p.partition for p in partitions])
+        consumer.pause(list(partitions))
+        for tp in partitions:
+            self._to_restore[tp.partition] = TopicPartition(tp.topic, tp.partition)
+        self._cancel_restore()  # restarted by restore() over all partitions still to do
 
     def on_revoke(self, partitions: Sequence[TopicPartition]) -> None:
         for p in partitions:
             self.correlators.pop(p.partition, None)
             self.metrics.pending.labels(str(p.partition)).set(0)
+            if self._to_restore.pop(p.partition, None) is not None:
+                self._cancel_restore()
+
+    def restore(self, consumer: Consumer) -> bool:
+        """Advance the restore of paused partitions by about a quarter second; resume the done."""
+        if not self._to_restore:
+            return True
+        if self._restoring is None:
+            self._restoring = ChangelogRestore(self.settings, sorted(self._to_restore),
+                                               self.config, self.clock)
+        session = self._restoring
+        done = session.step(RESTORE_SLICE_SECONDS)
+        for p in done:
+            correlator = session.correlators[p]
+            self.correlators[p] = correlator
+            self.metrics.pending.labels(str(p)).set(correlator.pending_count)
+            consumer.resume([self._to_restore.pop(p)])
+        if self._to_restore:
+            return False
+        self._finish_restore(session)
+        self._restoring = None
+        return True
+
+    def _cancel_restore(self) -> None:
+        if self._restoring is not None:
+            self._restoring.close()
+            self._restoring = None
+
+    def _finish_restore(self, session: ChangelogRestore) -> None:
+        session.close()
+        elapsed = time.perf_counter() - session.started
+        self.metrics.restore_duration.observe(elapsed)
+        self.metrics.restored_records.inc(session.records)
+        log.info("state restored", partitions=sorted(session.correlators), records=session.records,
+                 seconds=round(elapsed, 3),
+                 pending=sum(c.pending_count for c in session.correlators.values()))
 
     def on_abort(self, consumer: Consumer) -> None:
         self._restore(list(self.correlators))
 
     def _restore(self, partitions: list[int]) -> None:
-        started = time.perf_counter()
-        fresh = {p: Correlator(self.config, self.clock) for p in partitions}
-        records = read_changelog(self.settings, partitions, fresh, self.heartbeat)
-        self.correlators.update(fresh)
-        elapsed = time.perf_counter() - started
-        self.metrics.restore_duration.observe(elapsed)
-        self.metrics.restored_records.inc(records)
-        for p, c in fresh.items():
+        """Restore ``partitions`` now, all of it (the loop waits; used after an abort)."""
+        session = ChangelogRestore(self.settings, partitions, self.config, self.clock)
+        while len(session.finished) < len(partitions):
+            self.heartbeat()
+            session.step(RESTORE_SLICE_SECONDS)
+        self.correlators.update(session.correlators)
+        for p, c in session.correlators.items():
             self.metrics.pending.labels(str(p)).set(c.pending_count)
-        log.info("state restored", partitions=partitions, records=records,
-                 seconds=round(elapsed, 3),
-                 pending=sum(c.pending_count for c in fresh.values()))
+        self._finish_restore(session)
 
     # -- processing ------------------------------------------------------------------------
 
@@ -206,54 +256,78 @@ class CorrelateProcessor:
                 correlator.counters.clear()
 
 
-def read_changelog(settings: Settings, partitions: list[int], correlators: dict[int, Correlator],
-                   heartbeat: Callable[[], None] = lambda: None) -> int:
-    """Replay committed changelog records of ``partitions`` into ``correlators``; returns the count.
+class ChangelogRestore:
+    """Replays committed changelog records of some partitions into fresh correlators, in slices.
 
-    ``heartbeat`` runs between fetches so a long restore does not look like a stalled loop to the
-    liveness probe; progress is logged every few seconds.
+    Each :meth:`step` reads for a bounded time, so the caller can keep serving its consumer. A
+    broker that is away only delays it: failed lookups are retried on the next step.
     """
-    if not partitions:
-        return 0
-    conf: dict[str, Any] = {
-        **settings.kafka_common(),
-        "group.id": f"{settings.correlate_group}-restore",
-        "enable.auto.commit": False,
-        "isolation.level": "read_committed",
-        "enable.partition.eof": True,
-        "fetch.wait.max.ms": 10,
-    }
-    restorer = Consumer(conf)
-    count = 0
-    try:
-        tps = []
-        for p in partitions:
-            low, high = restorer.get_watermark_offsets(
-                TopicPartition(settings.changelog_topic, p), timeout=30, cached=False)
-            if high > low:
-                tps.append(TopicPartition(settings.changelog_topic, p, OFFSET_BEGINNING))
-        if not tps:
-            return 0
-        restorer.assign(tps)
-        open_partitions = {tp.partition for tp in tps}
-        started = last_report = time.monotonic()
-        while open_partitions:
-            heartbeat()
-            if time.monotonic() - last_report > 5:
-                last_report = time.monotonic()
-                log.info("restoring", records=count, seconds=round(last_report - started),
-                         partitions_left=sorted(open_partitions))
-            for msg in restorer.consume(10_000, 1.0):
+
+    def __init__(self, settings: Settings, partitions: list[int], config: CorrelatorConfig,
+                 clock: Callable[[], int]) -> None:
+        self.settings = settings
+        self.correlators = {p: Correlator(config, clock) for p in partitions}
+        self.finished: set[int] = set()
+        self.records = 0
+        self.started = time.perf_counter()
+        self._last_report = time.monotonic()
+        self._reading: set[int] | None = None  # None until the watermarks are known
+        self._consumer = Consumer({
+            **settings.kafka_common(),
+            "group.id": f"{settings.correlate_group}-restore",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,
+        })
+
+    def step(self, seconds: float) -> set[int]:
+        """Read for about ``seconds``; returns the partitions completed by this step."""
+        before = set(self.finished)
+        if self._reading is None and not self._start():
+            return set()
+        reading = self._reading or set()
+        deadline = time.monotonic() + seconds
+        restore = self.correlators
+        while reading and time.monotonic() < deadline:
+            for msg in self._consumer.consume(10_000, min(seconds, 0.2)):
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        open_partitions.discard(msg.partition())
-                        continue
-                    raise RuntimeError(f"changelog read failed: {err.str()}")
+                        reading.discard(msg.partition() or 0)
+                        self.finished.add(msg.partition() or 0)
+                    elif err.fatal():
+                        raise RuntimeError(f"changelog read failed: {err.str()}")
+                    continue
                 key = msg.key()
                 if key is not None:
-                    correlators[msg.partition() or 0].restore(key.decode(), msg.value())
-                    count += 1
-    finally:
-        restorer.close()
-    return count
+                    restore[msg.partition() or 0].restore(key.decode(), msg.value())
+                    self.records += 1
+        if reading and time.monotonic() - self._last_report > 5:
+            self._last_report = time.monotonic()
+            log.info("restoring", records=self.records,
+                     seconds=round(time.perf_counter() - self.started),
+                     partitions_left=sorted(reading))
+        return self.finished - before
+
+    def _start(self) -> bool:
+        """Assign the non-empty changelog partitions; False when the broker did not answer."""
+        topic = self.settings.changelog_topic
+        tps = []
+        try:
+            for p in self.correlators:
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=10, cached=False)
+                if high > low:
+                    tps.append(TopicPartition(topic, p, OFFSET_BEGINNING))
+        except KafkaException as exc:
+            log.debug("changelog watermarks unavailable, retrying", error=str(exc))
+            return False
+        self._reading = {tp.partition for tp in tps}
+        self.finished.update(set(self.correlators) - self._reading)
+        if tps:
+            self._consumer.assign(tps)
+        return True
+
+    def close(self) -> None:
+        self._consumer.close()

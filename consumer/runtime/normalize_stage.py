@@ -54,6 +54,9 @@ class NormalizeProcessor:
     def on_abort(self, consumer: Consumer) -> None:
         return
 
+    def restore(self, consumer: Consumer) -> bool:
+        return True
+
     def tick(self, emit: Emit) -> None:
         return
 

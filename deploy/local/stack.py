@@ -14,6 +14,8 @@ the ``export`` lines, so ``eval "$(python3 deploy/local/stack.py up --registry)"
     stack.py fetch [--no-registry]
     stack.py up [--registry] [--tansu] [--state-dir DIR] [--kafka-port P] [--registry-port P]
     stack.py down [--state-dir DIR] [--purge]
+    stack.py stop-broker [--state-dir DIR] [--kill]   (keeps its data)
+    stack.py start-broker [--state-dir DIR]            (same cluster, same port)
     stack.py status [--state-dir DIR]
 """
 
@@ -496,13 +498,15 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
-def _spawn(state_dir: Path, name: str, cmd: Sequence[str], *, attached: bool) -> subprocess.Popen[bytes]:
+def _spawn(
+    state_dir: Path, name: str, cmd: Sequence[str], *, attached: bool, append: bool = False
+) -> subprocess.Popen[bytes]:
     """Start a component in its own session, so the caller's Ctrl-C does not hit it.
 
     ``attached`` (pytest, training runs): it also dies with this process, so a killed test run
     does not leave a gigabyte of JVMs behind. The CLI's `up` detaches: `down` stops it.
     """
-    with (state_dir / f"{name}.log").open("wb") as out:
+    with (state_dir / f"{name}.log").open("ab" if append else "wb") as out:
         proc = subprocess.Popen(
             list(cmd),
             cwd=state_dir,
@@ -698,6 +702,13 @@ def _cds_flags(archive: Path) -> list[str]:
 Launcher = Callable[[Path, int, list[str], bool], subprocess.Popen[bytes]]
 
 
+def _kafka_command(
+    jvm: Jvm, libs: Path, props: Path, log4j: Path, jvm_flags: Sequence[str], main: Sequence[str]
+) -> list[str]:
+    common = ["-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
+    return [jvm.path, *jvm_flags, *common, *main, str(props)]
+
+
 def _launch_kafka(jvm: Jvm, libs: Path) -> Launcher:
     """A function that formats fresh storage in a state dir and starts the broker there."""
 
@@ -708,15 +719,19 @@ def _launch_kafka(jvm: Jvm, libs: Path) -> Launcher:
         props.write_text(_kafka_properties(port, free_port(), data_dir))
         log4j = state_dir / "log4j2.properties"
         log4j.write_text(LOG4J2_PROPERTIES)
-        common = ["-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
-        fmt = [jvm.path, *FAST_JVM_FLAGS, *_cds_flags(_kafka_archive(jvm)), *common]
-        fmt += ["kafka.tools.StorageTool"]
-        fmt += ["format", f"--cluster-id={_new_cluster_id(state_dir)}", "-c", str(props)]
+        fmt = _kafka_command(
+            jvm,
+            libs,
+            props,
+            log4j,
+            [*FAST_JVM_FLAGS, *_cds_flags(_kafka_archive(jvm))],
+            ["kafka.tools.StorageTool", "format", f"--cluster-id={_new_cluster_id(state_dir)}", "-c"],
+        )
         result = subprocess.run(fmt, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             detail = (result.stdout + result.stderr).strip().splitlines()[-3:]
             raise StackError("Kafka storage format failed: " + " | ".join(detail))
-        cmd = [jvm.path, KAFKA_HEAP, *jvm_flags, *common, "kafka.Kafka", str(props)]
+        cmd = _kafka_command(jvm, libs, props, log4j, [KAFKA_HEAP, *jvm_flags], ["kafka.Kafka"])
         return _spawn(state_dir, "kafka", cmd, attached=attached)
 
     return launch
@@ -995,6 +1010,51 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, *, purge: bool = False, quiet: boo
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
+def stop_broker(state_dir: Path = DEFAULT_STATE_DIR, *, kill: bool = False, grace: float = 30.0) -> None:
+    """Stop the stack's Apache Kafka broker and keep its data, so `start_broker` resumes it.
+
+    ``kill``: SIGKILL, no controlled shutdown (a crash: the broker recovers its logs on start).
+    """
+    state_dir = state_dir.resolve()
+    pid = _read_pid(state_dir, "kafka")
+    if pid is None:
+        raise StackError(f"no Apache Kafka broker runs in {state_dir}")
+    if kill:
+        child = _CHILDREN.pop(pid, None)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        if child is not None:
+            child.wait()
+        else:
+            while Path(f"/proc/{pid}").exists() and not _is_zombie(pid):
+                time.sleep(0.05)
+    else:
+        _stop_pid(pid, grace)
+    _pid_file(state_dir, "kafka").unlink(missing_ok=True)
+
+
+def start_broker(
+    state_dir: Path = DEFAULT_STATE_DIR, *, attached: bool = False, timeout: float = 180.0
+) -> StackInfo:
+    """Start the broker stopped by `stop_broker` again: same data, cluster id and port."""
+    state_dir = state_dir.resolve()
+    info = _load_info(state_dir)
+    props = state_dir / "server.properties"
+    if info is None or info.flavor != "apache" or not props.is_file():
+        raise StackError(f"no stopped Apache Kafka broker in {state_dir} (run `up` first)")
+    if _read_pid(state_dir, "kafka") is not None:
+        return info
+    port = int(info.bootstrap.rpartition(":")[2])
+    jvm = java_executable()
+    flags = [KAFKA_HEAP, *FAST_JVM_FLAGS, *_cds_flags(_kafka_archive(jvm))]
+    cmd = _kafka_command(jvm, fetch_kafka(), props, state_dir / "log4j2.properties", flags, ["kafka.Kafka"])
+    started = time.monotonic()
+    proc = _spawn(state_dir, "kafka", cmd, attached=attached, append=True)
+    _wait("kafka", proc, lambda: _our_broker_ready(state_dir, port), timeout, state_dir)
+    log(f"kafka ready again on {info.bootstrap} after {time.monotonic() - started:.1f}s")
+    return info
+
+
 def status(state_dir: Path = DEFAULT_STATE_DIR) -> bool:
     """Print what runs and whether it answers; True when every recorded component serves."""
     state_dir = state_dir.resolve()
@@ -1052,6 +1112,10 @@ def _parser() -> argparse.ArgumentParser:
     down_cmd.add_argument("--purge", action="store_true", help="also delete the state dir")
 
     sub.add_parser("status", parents=[state], help="show what runs and whether it answers")
+
+    stop_cmd = sub.add_parser("stop-broker", parents=[state], help="stop the broker, keep its data")
+    stop_cmd.add_argument("--kill", action="store_true", help="SIGKILL instead of a clean shutdown")
+    sub.add_parser("start-broker", parents=[state], help="start the stopped broker again")
     return parser
 
 
@@ -1076,6 +1140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(info.exports())
         elif args.command == "down":
             down(args.state_dir, purge=args.purge)
+        elif args.command == "stop-broker":
+            stop_broker(args.state_dir, kill=args.kill)
+        elif args.command == "start-broker":
+            sys.stdout.write(start_broker(args.state_dir).exports())
         elif args.command == "status":
             if not status(args.state_dir):
                 return 1

@@ -60,3 +60,27 @@ def test_bad_values_name_the_variable(env: dict[str, str], needle: str) -> None:
 def test_schema_dir_must_hold_the_schemas(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"holds no InstanceEvent\.avsc"):
         load_settings({"VMEVENTS_SCHEMA_DIR": str(tmp_path)})
+
+
+def test_transactional_ids_differ_between_processes_on_one_host() -> None:
+    import os
+    import subprocess
+    import sys
+
+    s = load_settings({})
+    here = s.transactional_id_for("vmevents-normalize")
+    code = ("from consumer.config import load_settings; "
+            "print(load_settings({}).transactional_id_for('vmevents-normalize'))")
+    there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert here != there
+    assert here.endswith(f"-{os.getpid()}")
+    assert load_settings({"VMEVENTS_TRANSACTIONAL_ID": "pod-1"}).transactional_id_for("g") == "pod-1"
+
+
+def test_client_call_and_shutdown_bounds() -> None:
+    assert (load_settings({}).kafka_call_timeout_ms, load_settings({}).shutdown_timeout_s) == (30_000, 20)
+    s = load_settings({"VMEVENTS_KAFKA_CALL_TIMEOUT_MS": "3000", "VMEVENTS_SHUTDOWN_TIMEOUT_S": "12"})
+    assert (s.kafka_call_timeout_ms, s.shutdown_timeout_s) == (3000, 12)
+    with pytest.raises(ConfigError, match="VMEVENTS_SHUTDOWN_TIMEOUT_S=0 must be"):
+        load_settings({"VMEVENTS_SHUTDOWN_TIMEOUT_S": "0"})

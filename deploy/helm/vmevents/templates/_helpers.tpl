@@ -118,6 +118,8 @@ VMEVENTS_CREATE_TOPICS: {{ .Values.config.createTopics | toString | quote }}
 VMEVENTS_TOPIC_PARTITIONS: {{ .Values.topics.normalized.partitions | int64 | quote }}
 VMEVENTS_TOPIC_REPLICATION_FACTOR: {{ .Values.topics.replicationFactor | int64 | quote }}
 VMEVENTS_METRICS_PORT: {{ .Values.metricsPort | int64 | quote }}
+VMEVENTS_METRICS_HOST: "0.0.0.0"
+VMEVENTS_SHUTDOWN_TIMEOUT_S: {{ sub (int .Values.terminationGracePeriodSeconds) 10 | int64 | quote }}
 {{- range $k, $v := .Values.config.extraEnv }}
 {{ $k }}: {{ $v | toString | quote }}
 {{- end }}
