@@ -17,7 +17,6 @@ offsets synchronously. A crash between the flush and the commit re-delivers the 
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import threading
 import time
@@ -42,6 +41,7 @@ from consumer.http import Health
 from consumer.logs import kafka_logger
 from consumer.metrics import Metrics
 from consumer.runtime.clients import consumer_conf, producer_conf, wrap
+from consumer.runtime.lag import LagMonitor
 
 log = structlog.get_logger(__name__)
 
@@ -88,6 +88,7 @@ class StageLoop:
         self._consumer_extra = consumer_extra or {}
         self._delivery_error: KafkaError | None = None
         self._last_tick = 0.0
+        self.lag = LagMonitor(metrics, self.stage)
 
     # -- callbacks -------------------------------------------------------------------------
 
@@ -96,19 +97,14 @@ class StageLoop:
             self._delivery_error = err
 
     def _on_stats(self, raw: str) -> None:
-        stats = orjson.loads(raw)
-        gauge = self.metrics.consumer_lag
-        for topic, tstats in stats.get("topics", {}).items():
-            for pid, pstats in tstats.get("partitions", {}).items():
-                lag = pstats.get("consumer_lag", -1)
-                if pid != "-1" and lag >= 0:
-                    gauge.labels(self.stage, topic, pid).set(lag)
+        self.lag.on_stats(orjson.loads(raw))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalances.labels(self.stage, "assign").inc()
         self.health.ready = False
         self.health.reason = "restoring"
         self.metrics.ready.labels(self.stage).set(0)
+        self.lag.assign((p.topic, p.partition) for p in partitions)
         log.info("partitions assigned", stage=self.stage,
                  partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
         self.processor.on_assign(consumer, partitions)
@@ -120,9 +116,7 @@ class StageLoop:
         log.info("partitions revoked", stage=self.stage,
                  partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
         self.processor.on_revoke(partitions)
-        for p in partitions:
-            with contextlib.suppress(KeyError):  # no lag reported yet for that partition
-                self.metrics.consumer_lag.remove(self.stage, p.topic, str(p.partition))
+        self.lag.revoke((p.topic, p.partition) for p in partitions)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -236,6 +230,7 @@ class StageLoop:
             self.metrics.batch_duration.labels(self.stage).observe(time.perf_counter() - started)
             self.metrics.batch_size.labels(self.stage).observe(len(records))
             self.metrics.last_event.labels(self.stage).set(time.time())
+            self.lag.on_batch(records)
 
     def _commit_transaction(self, consumer: Consumer, producer: Producer) -> None:
         tmo = self.settings.transaction_timeout_ms / 1000.0
