@@ -184,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--topic", help="default: the first of VMEVENTS_RAW_TOPICS")
     rep.add_argument("--repeat", type=int, default=1, help="send the file this many times")
     rep.set_defaults(func=cmd_replay)
+    from consumer import tail
+
+    tl = sub.add_parser("tail", help="print records of our topics as JSON lines (Avro decoded)",
+                        description=tail.cmd_tail.__doc__)
+    tail.add_arguments(tl)
+    tl.set_defaults(func=tail.cmd_tail)
     return p
 
 
