@@ -190,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
                         description=tail.cmd_tail.__doc__)
     tail.add_arguments(tl)
     tl.set_defaults(func=tail.cmd_tail)
+    from consumer import dlq
+
+    dl = sub.add_parser("dlq", help="list the dead letter topic by reason, or re-drive records",
+                        description=dlq.cmd_dlq.__doc__)
+    dlq.add_arguments(dl)
+    dl.set_defaults(func=dlq.cmd_dlq)
     return p
 
 

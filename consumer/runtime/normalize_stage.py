@@ -21,7 +21,11 @@ STAGE = "normalize"
 
 
 def dlq_headers(exc: Exception, reason: str, msg: Message) -> Headers:
-    """Why and where from, as ``vmevents.dlq.*`` headers (see avro/DeadLetter.md)."""
+    """Why and where from, as ``vmevents.dlq.*`` headers (see avro/DeadLetter.md).
+
+    A record that ``vmevents dlq redrive`` put back keeps its ``vmevents.redrive.*`` headers
+    (count, origin), so a re-driven record that fails again is recognised and not looped.
+    """
     _, ts = msg.timestamp()
     return [
         ("vmevents.dlq.reason", reason.encode()),
@@ -32,7 +36,17 @@ def dlq_headers(exc: Exception, reason: str, msg: Message) -> Headers:
         ("vmevents.dlq.source.partition", str(msg.partition()).encode()),
         ("vmevents.dlq.source.offset", str(msg.offset()).encode()),
         ("vmevents.dlq.source.timestamp", str(ts).encode()),
+        *redrive_headers(msg),
     ]
+
+
+def redrive_headers(msg: Message) -> Headers:
+    """The ``vmevents.redrive.*`` headers a re-driven raw record carries (none on most)."""
+    headers = msg.headers()
+    if not headers:
+        return []
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return [(k, v) for k, v in pairs if k.startswith("vmevents.redrive.")]
 
 
 class NormalizeProcessor:
