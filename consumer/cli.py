@@ -1,4 +1,4 @@
-"""``vmevents``: run the stages, or use the pure core offline on files of vendor events."""
+"""vmevents: run the stages, or use the pure core offline on files of vendor events."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import BinaryIO
 
 import orjson
 
 from consumer import __version__
 from consumer.config import Settings, load_settings
-from consumer.errors import ConfigError, KafkaRuntimeError, RejectedEvent
+from consumer.errors import ConfigError, InputError, KafkaRuntimeError, RejectedEvent
 from consumer.jsonout import timestamp_fields, to_json_line
 from consumer.logs import configure
 from consumer.normalize import Normalizer
@@ -34,7 +33,7 @@ def _open_input(path: str) -> Iterator[BinaryIO]:
     try:
         f = open(path, "rb")  # noqa: SIM115  (closed below; errors inside the body are not ours)
     except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
     with f:
         yield f
 
@@ -103,7 +102,8 @@ def cmd_correlate(args: argparse.Namespace, settings: Settings) -> int:
     for state in pending:
         sys.stderr.buffer.write(orjson.dumps({"pending": state}) + b"\n")
     if pending:
-        print(f"vmevents: {len(pending)} operations still pending at the end of the input",
+        noun = "operation" if len(pending) == 1 else "operations"
+        print(f"vmevents: {len(pending)} {noun} still pending at the end of the input",
               file=sys.stderr)
     return 0
 
@@ -113,10 +113,11 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from consumer.runtime.clients import check_reachable, ensure_topics, produce_all
 
     topic = args.topic or settings.raw_topics[0]
+    with _open_input(args.file) as f:
+        lines = [ln.rstrip(b"\n") for ln in f.read().splitlines() if ln.strip()]
     check_reachable(settings)
     if settings.create_topics:
         ensure_topics(settings, {topic: {}})
-    lines = [ln.rstrip(b"\n") for ln in Path(args.file).read_bytes().splitlines() if ln.strip()]
     left = produce_all(settings, topic, (line for _ in range(args.repeat) for line in lines),
                        len(lines) * args.repeat, f"replay -> {topic}")
     if left:
@@ -207,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args, settings))
     except ConfigError as exc:
         print(f"vmevents: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except InputError as exc:
+        print(f"vmevents: {exc}", file=sys.stderr)
         return 2
     except KafkaRuntimeError as exc:
         print(f"vmevents: {exc}", file=sys.stderr)

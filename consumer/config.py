@@ -3,12 +3,13 @@
 Everything is read from environment variables (``VMEVENTS_*``, ``KAFKA_*``, ``SCHEMA_REGISTRY_*``)
 because that is how a Kubernetes Deployment configures a container. Any ``KAFKA_<NAME>`` variable
 is passed to librdkafka as ``<name>`` with ``_`` turned into ``.`` (``KAFKA_SASL_MECHANISM`` ->
-``sasl.mechanism``), which covers SASL and SSL without a setting per option. A bad value raises
-:class:`~consumer.errors.ConfigError` with one line that names the variable.
+``sasl.mechanism``), which covers SASL and SSL without a setting per option. Bad values raise
+one :class:`~consumer.errors.ConfigError` whose single line names every bad variable.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
 import socket
 import zoneinfo
@@ -74,6 +75,17 @@ class Settings:
         return conf
 
 
+_PROBLEMS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("problems", default=None)
+
+
+def _problem(message: str) -> None:
+    """Note a bad value while :func:`load_settings` collects them all, else raise it."""
+    problems = _PROBLEMS.get()
+    if problems is None:
+        raise ConfigError(message)
+    problems.append(message)
+
+
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0,
          maximum: int | None = None) -> int:
     raw = env.get(name)
@@ -82,10 +94,12 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0,
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+        _problem(f"{name}={raw!r} is not an integer")
+        return default
     if value < minimum or (maximum is not None and value > maximum):
         bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise ConfigError(f"{name}={value} must be {bound}")
+        _problem(f"{name}={value} must be {bound}")
+        return default
     return value
 
 
@@ -97,13 +111,15 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
         return True
     if raw in ("0", "false", "no", "off"):
         return False
-    raise ConfigError(f"{name}={raw!r} must be true or false")
+    _problem(f"{name}={raw!r} must be true or false")
+    return default
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     raw = env.get(name, "").strip().lower() or default
     if raw not in choices:
-        raise ConfigError(f"{name}={raw!r} must be one of {', '.join(choices)}")
+        _problem(f"{name}={raw!r} must be one of {', '.join(choices)}")
+        return default
     return raw
 
 
@@ -113,7 +129,8 @@ def _topic(env: Mapping[str, str], name: str, default: str, *, allow_empty: bool
         return raw
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
     if not raw or len(raw) > 249 or not set(raw) <= allowed or raw in (".", ".."):
-        raise ConfigError(f"{name}={raw!r} is not a valid Kafka topic name")
+        _problem(f"{name}={raw!r} is not a valid Kafka topic name")
+        return default
     return raw
 
 
@@ -125,37 +142,50 @@ def kafka_passthrough(env: Mapping[str, str]) -> dict[str, str]:
             continue
         prop = name[len("KAFKA_"):].lower().replace("_", ".")
         if prop in _RESERVED_KAFKA:
-            raise ConfigError(f"{name} is managed by vmevents and cannot be overridden")
+            _problem(f"{name} is managed by vmevents and cannot be overridden")
+            continue
         extra[prop] = value
     return extra
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate settings; raises ConfigError naming the first bad variable."""
-    env = os.environ if env is None else env
+    """Read and validate settings; raises one ConfigError naming every bad variable."""
+    problems: list[str] = []
+    token = _PROBLEMS.set(problems)
+    try:
+        settings = _load_settings(os.environ if env is None else env)
+    finally:
+        _PROBLEMS.reset(token)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return settings
+
+
+def _load_settings(env: Mapping[str, str]) -> Settings:
     raw_topics = tuple(
         t.strip() for t in env.get("VMEVENTS_RAW_TOPICS", "vm.events.raw").split(",") if t.strip()
     )
     if not raw_topics:
-        raise ConfigError("VMEVENTS_RAW_TOPICS must name at least one topic")
+        _problem("VMEVENTS_RAW_TOPICS must name at least one topic")
     for t in raw_topics:
         _topic({"VMEVENTS_RAW_TOPICS": t}, "VMEVENTS_RAW_TOPICS", t)
     tz = env.get("VMEVENTS_DEFAULT_TIMEZONE", "Asia/Shanghai")
     try:
         zoneinfo.ZoneInfo(tz)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"VMEVENTS_DEFAULT_TIMEZONE={tz!r} is not a known time zone") from None
+        _problem(f"VMEVENTS_DEFAULT_TIMEZONE={tz!r} is not a known time zone")
     registry = env.get("SCHEMA_REGISTRY_URL", "").strip() or None
     if registry and not registry.startswith(("http://", "https://")):
-        raise ConfigError(f"SCHEMA_REGISTRY_URL={registry!r} must start with http:// or https://")
+        _problem(f"SCHEMA_REGISTRY_URL={registry!r} must start with http:// or https://")
     bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092").strip()
     for hostport in bootstrap.split(","):
         host, _, port = hostport.strip().rpartition(":")
         if not host or not port.isdigit():
-            raise ConfigError(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap!r}: expected host:port[,host:port]")
+            _problem(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap!r}: expected host:port[,host:port]")
+            break
     schema_dir = Path(env.get("VMEVENTS_SCHEMA_DIR", str(DEFAULT_SCHEMA_DIR)))
     if not (schema_dir / "InstanceEvent.avsc").is_file():
-        raise ConfigError(f"VMEVENTS_SCHEMA_DIR={str(schema_dir)!r} holds no InstanceEvent.avsc")
+        _problem(f"VMEVENTS_SCHEMA_DIR={str(schema_dir)!r} holds no InstanceEvent.avsc")
     guarantee = _choice(env, "VMEVENTS_PROCESSING_GUARANTEE", "exactly_once",
                         ("exactly_once", "at_least_once"))
     log_format = _choice(env, "VMEVENTS_LOG_FORMAT", "auto", ("auto", "json", "console"))

@@ -60,3 +60,16 @@ def test_bad_values_name_the_variable(env: dict[str, str], needle: str) -> None:
 def test_schema_dir_must_hold_the_schemas(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"holds no InstanceEvent\.avsc"):
         load_settings({"VMEVENTS_SCHEMA_DIR": str(tmp_path)})
+
+
+def test_every_bad_variable_is_reported_on_one_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"VMEVENTS_BATCH_SIZE": "many", "VMEVENTS_PROCESSING_GUARANTEE": "maybe",
+                       "KAFKA_GROUP_ID": "x", "VMEVENTS_DEFAULT_TIMEZONE": "Mars/Olympus"})
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in ("VMEVENTS_BATCH_SIZE='many' is not an integer",
+                   "VMEVENTS_PROCESSING_GUARANTEE='maybe' must be one of",
+                   "KAFKA_GROUP_ID is managed by vmevents",
+                   "VMEVENTS_DEFAULT_TIMEZONE='Mars/Olympus' is not a known time zone"):
+        assert needle in message
