@@ -14,6 +14,9 @@ from typing import IO, Any, BinaryIO, TextIO, cast
 import orjson
 import structlog
 
+HTTP_LOGGERS = ("httpx", "httpx2")
+"""The schema registry client's HTTP library, by the name each confluent-kafka release uses."""
+
 
 class _Stderr:
     """stderr that turns into /dev/null once nobody reads it (EPIPE), instead of raising.
@@ -80,9 +83,10 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
-    # One line per registry HTTP call (httpx logs each at info) is debug detail, not news; its
-    # failures still surface as our errors.
-    logging.getLogger("httpx").setLevel(logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING)
+    # One line per registry HTTP call (the registry client's HTTP library logs each at info) is
+    # debug detail, not news; its failures still surface as our errors.
+    for name in HTTP_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING)
 
 
 def kafka_logger(name: str) -> logging.Logger:

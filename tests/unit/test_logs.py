@@ -9,29 +9,36 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from consumer.logs import _Stderr, configure
+from consumer.logs import HTTP_LOGGERS, _Stderr, configure
 
 
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    httpx_level = logging.getLogger("httpx").level
+    http_levels = {name: logging.getLogger(name).level for name in HTTP_LOGGERS}
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-    logging.getLogger("httpx").setLevel(httpx_level)
+    for name, http_level in http_levels.items():
+        logging.getLogger(name).setLevel(http_level)
     structlog.reset_defaults()
 
 
 @pytest.mark.usefixtures("restore_logging")
 def test_registry_http_requests_are_debug_detail() -> None:
-    httpx = logging.getLogger("httpx")
+    from confluent_kafka.schema_registry import SchemaRegistryClient  # imports its HTTP library
+
+    assert SchemaRegistryClient is not None
+    used = [name for name in HTTP_LOGGERS if name in logging.Logger.manager.loggerDict]
+    assert used, "the registry client logs through none of HTTP_LOGGERS"
     configure("json", "info")
-    assert not httpx.isEnabledFor(logging.INFO)
-    assert httpx.isEnabledFor(logging.WARNING)
+    for name in used:
+        assert not logging.getLogger(name).isEnabledFor(logging.INFO)
+        assert logging.getLogger(name).isEnabledFor(logging.WARNING)
     configure("json", "debug")
-    assert httpx.isEnabledFor(logging.INFO)
+    for name in used:
+        assert logging.getLogger(name).isEnabledFor(logging.INFO)
 
 
 def test_a_closed_pipe_turns_stderr_into_dev_null() -> None:
