@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 import orjson
 
-from consumer import __version__
+from consumer import __version__, dlq, tail
 from consumer.config import Settings, load_settings
 from consumer.errors import ConfigError, InputError, KafkaRuntimeError, RejectedEvent
 from consumer.jsonout import timestamp_fields, to_json_line
@@ -185,14 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--topic", help="default: the first of VMEVENTS_RAW_TOPICS")
     rep.add_argument("--repeat", type=int, default=1, help="send the file this many times")
     rep.set_defaults(func=cmd_replay)
-    from consumer import tail
-
     tl = sub.add_parser("tail", help="print records of our topics as JSON lines (Avro decoded)",
                         description=tail.cmd_tail.__doc__)
     tail.add_arguments(tl)
     tl.set_defaults(func=tail.cmd_tail)
-    from consumer import dlq
-
     dl = sub.add_parser("dlq", help="list the dead letter topic by reason, or re-drive records",
                         description=dlq.cmd_dlq.__doc__)
     dlq.add_arguments(dl)
