@@ -104,7 +104,7 @@ class StageLoop:
         self.health.ready = False
         self.health.reason = "restoring"
         self.metrics.ready.labels(self.stage).set(0)
-        self.lag.assign((p.topic, p.partition) for p in partitions)
+        self.lag.assign(consumer, partitions)
         log.info("partitions assigned", stage=self.stage,
                  partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
         self.processor.on_assign(consumer, partitions)
@@ -116,7 +116,7 @@ class StageLoop:
         log.info("partitions revoked", stage=self.stage,
                  partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
         self.processor.on_revoke(partitions)
-        self.lag.revoke((p.topic, p.partition) for p in partitions)
+        self.lag.revoke(partitions)
 
     # -- the loop --------------------------------------------------------------------------
 

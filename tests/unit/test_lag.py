@@ -7,8 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.metrics import Metrics
-from consumer.runtime.lag import LagMonitor, partition_lags
+from consumer.runtime.lag import FROM_START, partition_lags
 
 INVALID = -1001  # librdkafka's "no offset"
 
@@ -33,15 +32,16 @@ def test_lag_is_the_end_minus_the_consumed_position_not_librdkafkas_committed_la
     assert partition_lags(s, read_committed=False) == {("raw", 0): 80, ("raw", 1): 0}
 
 
-def test_before_the_first_record_the_position_is_the_committed_offset_or_the_log_start() -> None:
+def test_before_the_first_record_the_position_is_where_the_group_resumes() -> None:
     s = stats({
-        "0": part(committed_offset=30, lo_offset=10, ls_offset=50),
-        "1": part(lo_offset=10, ls_offset=50),
-        "2": part(ls_offset=INVALID),  # no watermark yet: no sample rather than a wrong one
-        "3": part(fetch_state="offset-query", ls_offset=50),
-        "4": part(fetch_state="none", ls_offset=50),
+        "0": part(lo_offset=10, ls_offset=50),  # committed 30 at assignment
+        "1": part(lo_offset=10, ls_offset=50),  # nothing committed: from the log start
+        "2": part(lo_offset=10, ls_offset=50),  # committed offsets could not be read
+        "3": part(ls_offset=INVALID),  # no watermark yet: no sample rather than a guess
+        "4": part(fetch_state="offset-query", ls_offset=50),  # not fetching yet
     })
-    assert partition_lags(s) == {("raw", 0): 20, ("raw", 1): 40, ("raw", 3): 50}
+    resume = {("raw", 0): 30, ("raw", 1): FROM_START, ("raw", 3): 0, ("raw", 4): 0}
+    assert partition_lags(s, resume=resume) == {("raw", 0): 20, ("raw", 1): 40}
 
 
 @given(st.integers(0, 10**12), st.integers(0, 10**6), st.integers(0, 10**6))
@@ -49,19 +49,3 @@ def test_lag_is_never_negative(position: int, end_delta: int, back: int) -> None
     end = max(0, position + end_delta - back)
     lags = partition_lags(stats({"0": part(app_offset=position, ls_offset=end)}))
     assert lags == {("raw", 0): max(0, end - position)}
-
-
-def test_only_assigned_partitions_are_exported_and_revoked_ones_disappear() -> None:
-    metrics = Metrics()
-    monitor = LagMonitor(metrics, "normalize")
-    monitor.assign([("raw", 0)])
-    monitor.on_stats(stats({"0": part(app_offset=5, ls_offset=9), "1": part(app_offset=0, ls_offset=3)}))
-
-    def sample(p: int) -> float | None:
-        return metrics.registry.get_sample_value(
-            "vmevents_consumer_lag", {"stage": "normalize", "topic": "raw", "partition": str(p)})
-
-    assert sample(0) == 4
-    assert sample(1) is None
-    monitor.revoke([("raw", 0), ("raw", 1)])
-    assert sample(0) is None
