@@ -242,13 +242,23 @@ def _commit(producer: Producer | None, batch: Sequence[tuple[DeadLetter, str]],
         now = time.time_ns() // 1_000_000
         producer.begin_transaction()
         for d, target in batch:
-            producer.produce(target, d.value, d.key, headers=audit_headers(d, dlq, now))
-            producer.produce(ledger, orjson.dumps({"to": target, "at": now}),
-                             ledger_key(d.partition, d.offset))
+            _produce(producer, target, d.value, d.key, audit_headers(d, dlq, now))
+            _produce(producer, ledger, orjson.dumps({"to": target, "at": now}),
+                     ledger_key(d.partition, d.offset), None)
         _call(producer.commit_transaction, "commit_transaction", settings)
     for _, target in batch:
         report.redriven += 1
         report.by_topic[target] = report.by_topic.get(target, 0) + 1
+
+
+def _produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None,
+             headers: Headers | None) -> None:
+    while True:
+        try:
+            producer.produce(topic, value, key, headers=headers)
+            return
+        except BufferError:
+            producer.poll(0.05)  # local queue full (large records): let librdkafka drain it
 
 
 def _call(fn: Any, what: str, settings: Settings) -> None:
