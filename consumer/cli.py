@@ -1,4 +1,4 @@
-"""``vmevents``: run the stages, or use the pure core offline on files of vendor events."""
+"""vmevents: run the stages, or use the pure core offline on files of vendor events."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import BinaryIO
 
 import orjson
 
-from consumer import __version__
+from consumer import __version__, dlq, tail
 from consumer.config import Settings, load_settings
-from consumer.errors import ConfigError, KafkaRuntimeError, RejectedEvent
+from consumer.errors import ConfigError, InputError, KafkaRuntimeError, RejectedEvent
 from consumer.jsonout import timestamp_fields, to_json_line
 from consumer.logs import configure
 from consumer.normalize import Normalizer
@@ -35,7 +34,7 @@ def _open_input(path: str) -> Iterator[BinaryIO]:
     try:
         f = open(path, "rb")  # noqa: SIM115  (closed below; errors inside the body are not ours)
     except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
     with f:
         yield f
 
@@ -104,7 +103,8 @@ def cmd_correlate(args: argparse.Namespace, settings: Settings) -> int:
     for state in pending:
         sys.stderr.buffer.write(orjson.dumps({"pending": state}) + b"\n")
     if pending:
-        print(f"vmevents: {len(pending)} operations still pending at the end of the input",
+        noun = "operation" if len(pending) == 1 else "operations"
+        print(f"vmevents: {len(pending)} {noun} still pending at the end of the input",
               file=sys.stderr)
     return 0
 
@@ -114,10 +114,11 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from consumer.runtime.clients import check_reachable, ensure_topics, produce_all
 
     topic = args.topic or settings.raw_topics[0]
+    with _open_input(args.file) as f:
+        lines = [ln.rstrip(b"\n") for ln in f.read().splitlines() if ln.strip()]
     check_reachable(settings)
     if settings.create_topics:
         ensure_topics(settings, {topic: {}})
-    lines = [ln.rstrip(b"\n") for ln in Path(args.file).read_bytes().splitlines() if ln.strip()]
     total = len(lines) * args.repeat
     # Lines 1 ms apart, the last one now: the stages read partitions aligned by record
     # timestamp, so the file's order is the order they process it in, run after run.
@@ -192,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--topic", help="default: the first of VMEVENTS_RAW_TOPICS")
     rep.add_argument("--repeat", type=int, default=1, help="send the file this many times")
     rep.set_defaults(func=cmd_replay)
+    tl = sub.add_parser("tail", help="print records of our topics as JSON lines (Avro decoded)",
+                        description=tail.cmd_tail.__doc__)
+    tail.add_arguments(tl)
+    tl.set_defaults(func=tail.cmd_tail)
+    dl = sub.add_parser("dlq", help="list the dead letter topic by reason, or re-drive records",
+                        description=dlq.cmd_dlq.__doc__)
+    dlq.add_arguments(dl)
+    dl.set_defaults(func=dlq.cmd_dlq)
     return p
 
 
@@ -203,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args, settings))
     except ConfigError as exc:
         print(f"vmevents: configuration error: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    except InputError as exc:
+        print(f"vmevents: {exc}", file=sys.stderr)
         return 2
     except KafkaRuntimeError as exc:
         print(f"vmevents: {redact(str(exc))}", file=sys.stderr)

@@ -11,6 +11,10 @@ class ConfigError(VmeventsError):
     """Bad configuration: the process stops at start with this message on one line."""
 
 
+class InputError(VmeventsError):
+    """A file or stream named on the command line cannot be read (not a configuration error)."""
+
+
 class RejectedEvent(VmeventsError):
     """A raw record that cannot be normalized; it goes to the DLQ with ``reason``."""
 

@@ -8,13 +8,53 @@ every line passes the redactor (:mod:`consumer.redact`): no secret reaches the l
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterable
+from typing import IO, Any, BinaryIO, TextIO, cast
 
 import orjson
 import structlog
 
 from consumer.redact import REDACTOR
+
+HTTP_LOGGERS = ("httpx", "httpx2")
+"""The schema registry client's HTTP library, by the name each confluent-kafka release uses."""
+
+
+class _Stderr:
+    """stderr that turns into /dev/null once nobody reads it (EPIPE), instead of raising.
+
+    ``make run 2>&1 | tee run.log`` then Ctrl-C kills tee with the stages: a log line must not
+    then break the shutdown that finishes the transaction and leaves the group.
+    """
+
+    def __init__(self, stream: IO[Any], *, binary: bool = False) -> None:
+        self._stream = stream
+        self._binary = binary
+
+    def write(self, data: Any) -> None:
+        try:
+            self._stream.write(data)
+        except (OSError, ValueError):
+            self._drop()
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            self._drop()
+
+    def _drop(self) -> None:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(fd, sys.__stderr__.fileno() if sys.__stderr__ else 2)
+        except (OSError, ValueError):
+            pass
+        finally:
+            os.close(fd)
+        self._stream = open(os.devnull, "wb" if self._binary else "w")  # noqa: SIM115
+
 
 
 def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = ()) -> None:
@@ -33,10 +73,11 @@ def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (
     renderer: structlog.types.Processor
     if as_json:
         renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
-        factory: structlog.types.WrappedLogger = structlog.BytesLoggerFactory(sys.stderr.buffer)
+        factory: structlog.types.WrappedLogger = structlog.BytesLoggerFactory(
+            cast(BinaryIO, _Stderr(sys.stderr.buffer, binary=True)))
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-        factory = structlog.PrintLoggerFactory(sys.stderr)
+        factory = structlog.PrintLoggerFactory(cast(TextIO, _Stderr(sys.stderr)))
     numeric = logging.getLevelName(level.upper())
     structlog.configure(
         processors=[*shared, renderer],
@@ -46,14 +87,16 @@ def configure(fmt: str = "auto", level: str = "info", secrets: Iterable[str] = (
     )
     # The stdlib handler needs text, not the bytes the structlog BytesLogger takes.
     stdlib_renderer = (structlog.processors.JSONRenderer() if as_json else renderer)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(cast(TextIO, _Stderr(sys.stderr)))
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         processor=stdlib_renderer, foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared]))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
-    # One line per registry HTTP call is noise; its failures still surface as our errors.
-    logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
+    # One line per registry HTTP call (the registry client's HTTP library logs each at info) is
+    # debug detail, not news; its failures still surface as our errors.
+    for name in HTTP_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING)
 
 
 def kafka_logger(name: str) -> logging.Logger:

@@ -122,8 +122,14 @@ class Metrics:
             "orphan_end, clock_skew, evicted, conflicting_end, restore_skipped, ...",
             ["kind"], registry=r)
         self.consumer_lag = Gauge(
-            "vmevents_consumer_lag", "Messages behind the partition's high watermark.",
+            "vmevents_consumer_lag",
+            "Records between the stage's consumed position and the partition's end "
+            "(last stable offset under read_committed), from the client's statistics.",
             ["stage", "topic", "partition"], registry=r)
+        self.event_age = Gauge(
+            "vmevents_event_age_seconds",
+            "Freshness: age of the newest record of the last processed batch (Kafka timestamp).",
+            ["stage"], registry=r)
         self.batch_duration = Histogram(
             "vmevents_batch_duration_seconds", "Time to process one consumed batch end to end.",
             ["stage"], buckets=BATCH_BUCKETS, registry=r)

@@ -64,6 +64,9 @@ def dead_letter(msg: Message, *, stage: str, reason: str, error: BaseException,
                 limit: int) -> DeadLetter:
     """The DLQ record for ``msg``: original key, value and headers, then ``vmevents.dlq.*``.
 
+    The original headers of a re-driven record include its ``vmevents.redrive.*`` audit headers,
+    so a record that fails again after ``vmevents dlq redrive`` is recognised, not looped.
+
     ``limit`` is the most bytes the DLQ topic and the producer accept for one record. Over it,
     the original headers are dropped first, then the key and value are cut so that the record
     fits; ``vmevents.dlq.truncated`` and the original size and SHA-256 say so.
@@ -91,7 +94,10 @@ def dead_letter(msg: Message, *, stage: str, reason: str, error: BaseException,
         ("vmevents.dlq.original.key.size", str(len(key or b"")).encode()),
         ("vmevents.dlq.original.headers", str(len(original)).encode()),
     ]
-    headers = [*ours, *size_headers]  # the original headers are the first thing to go
+    # The original headers are the first thing to go, except a re-drive's audit trail
+    # (``vmevents.redrive.*``), which tells ``vmevents dlq`` that this record failed again.
+    redrive = [(k, v) for k, v in original if k.startswith("vmevents.redrive.")]
+    headers = [*ours, *size_headers, *redrive]
     room = budget - record_size(None, None, headers)
     if room < 0:
         raise ValueError(f"a DLQ limit of {limit} bytes cannot hold the DLQ headers")

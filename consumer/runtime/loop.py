@@ -28,7 +28,6 @@ offsets synchronously. A crash between the flush and the commit re-delivers the 
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import threading
 import time
@@ -55,6 +54,7 @@ from consumer.metrics import Metrics
 from consumer.runtime.alignment import ConsumerAlignment
 from consumer.runtime.clients import consumer_conf, producer_conf, wrap
 from consumer.runtime.deadline import CallOverran, Stopping, call_with_deadline
+from consumer.runtime.lag import LagMonitor
 from consumer.runtime.outage import Outage, quiet_connection_failures
 from consumer.runtime.transactions import (
     MAX_BACKOFF_SECONDS,
@@ -139,6 +139,7 @@ class StageLoop:
         self.align = ConsumerAlignment(
             settings.max_idle_ms, max(1000, settings.batch_size),
             metrics.alignment_idle_expired.labels(self.stage).inc)
+        self.lag = LagMonitor(metrics, self.stage)
 
     # -- callbacks -------------------------------------------------------------------------
 
@@ -147,13 +148,7 @@ class StageLoop:
             self._delivery_error = err
 
     def _on_stats(self, raw: str) -> None:
-        stats = orjson.loads(raw)
-        gauge = self.metrics.consumer_lag
-        for topic, tstats in stats.get("topics", {}).items():
-            for pid, pstats in tstats.get("partitions", {}).items():
-                lag = pstats.get("consumer_lag", -1)
-                if pid != "-1" and lag >= 0:
-                    gauge.labels(self.stage, topic, pid).set(lag)
+        self.lag.on_stats(orjson.loads(raw))
 
     def _on_error(self, err: KafkaError) -> None:
         """librdkafka's client-level errors (``error_cb``): all brokers down may be an outage.
@@ -188,6 +183,7 @@ class StageLoop:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Cheap by design: the processor pauses what it must restore; the loop restores it."""
         self.metrics.rebalances.labels(self.stage, "assign").inc()
+        self.lag.assign(consumer, partitions)
         log.info("partitions assigned", stage=self.stage,
                  partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
         consumer.assign(partitions)  # before on_assign, so the processor can pause them
@@ -203,9 +199,7 @@ class StageLoop:
                  partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
         self.processor.on_revoke(partitions)
         self.align.revoke(consumer, partitions)
-        for p in partitions:
-            with contextlib.suppress(KeyError):  # no lag reported yet for that partition
-                self.metrics.consumer_lag.remove(self.stage, p.topic, str(p.partition))
+        self.lag.revoke(partitions)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -379,6 +373,7 @@ class StageLoop:
             self.metrics.batch_duration.labels(self.stage).observe(time.perf_counter() - started)
             self.metrics.batch_size.labels(self.stage).observe(len(records))
             self.metrics.last_event.labels(self.stage).set(time.time())
+            self.lag.on_batch(records)
 
     def _offsets(self, consumer: Consumer) -> tuple[list[TopicPartition], Any] | None:
         """What step 4 sends: the offsets of the records processed, fenced by the group generation."""

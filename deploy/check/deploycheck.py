@@ -23,6 +23,8 @@ Steps:
                 metrics and histogram buckets referenced by the rules exist in the app
     dashboard   every panel has a data source and queries; every query parses and references
                 metrics (and labels) that the app exports
+    contract    docs/asyncapi.yaml is valid for the AsyncAPI project's parser (with the Avro
+                schema parser, resolving avro/*.avsc) and describes every topic the app uses
 
 Tools are found in $HELM / $PROMTOOL / $DEPLOY_TOOLS_PYTHON, then in the tools cache
 ($VMEVENTS_TOOLS_DIR, default ~/.cache/vmevents/tools, filled by deploy/tools/install.sh), then on
@@ -58,6 +60,7 @@ PRODUCTION_VALUES = CHART / "ci" / "production-values.yaml"
 BROKEN_VALUES = HERE / "broken-values.yaml"
 VARIANTS_DIR = HERE / "values"
 RELEASE = "vmevents"
+ASYNCAPI = REPO / "docs" / "asyncapi.yaml"
 NAMESPACE = "vmevents"
 # helm template's "cluster": the version the chart is rendered for. Manifests are then validated
 # against the oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest whose
@@ -139,6 +142,10 @@ def find_tool(name: str) -> str | None:
     if name == "pytools":
         candidate = tools_dir() / "pytools" / "bin" / "python"
         return str(candidate) if candidate.exists() else None
+    if name == "asyncapi":  # a directory holding node_modules/@asyncapi/parser
+        candidate = tools_dir() / "asyncapi"
+        found = (candidate / "node_modules" / "@asyncapi" / "parser").is_dir()
+        return str(candidate) if found and shutil.which("node") else None
     if name == "hadolint":
         py = find_tool("pytools")
         candidate = Path(py).parent / "hadolint" if py else None
@@ -161,7 +168,8 @@ def need_tool(name: str) -> str:
                "promtool": "bash deploy/tools/install.sh promtool",
                "pytools": "bash deploy/tools/install.sh pytools",
                "hadolint": "bash deploy/tools/install.sh pytools",
-               "checkov": "pip install -e '.[deploy]'"}[name]
+               "checkov": "pip install -e '.[deploy]'",
+               "asyncapi": "bash deploy/tools/install.sh asyncapi (needs Node.js and npm)"}[name]
         raise ToolMissing(f"{name} is not installed: run `{how}`")
     return path
 
@@ -926,6 +934,40 @@ def step_dashboard() -> list[str]:
     return problems
 
 
+def contract_topics(doc: Mapping[str, Any]) -> list[str]:
+    """Every topic the app writes or reads (default names) must be a channel of the document."""
+    from consumer.config import Settings
+    from consumer.dlq import ledger_topic
+    from consumer.runtime.correlate_stage import outcome_topic
+
+    addresses = {c.get("address") for c in doc.get("channels", {}).values()}
+    s = Settings()
+    outcome = outcome_topic(s, {"operation": "failure.reboot", "outcome": "completed",
+                                "known": True})  # type: ignore[arg-type]
+    wanted = {"raw": s.raw_topics[0], "normalized": s.normalized_topic, "DLQ": s.dlq_topic,
+              "re-drive ledger": ledger_topic(s.dlq_topic), "changelog": s.changelog_topic}
+    problems = [f"{ASYNCAPI.relative_to(REPO)}: no channel for the {what} topic {topic}"
+                for what, topic in wanted.items() if topic not in addresses]
+    if outcome != "failure.reboot.completed" or "{operation}.{outcome}" not in addresses:
+        problems.append(f"{ASYNCAPI.relative_to(REPO)}: outcome topics ({outcome}) are not "
+                        "described by the channel address {operation}.{outcome}")
+    return problems
+
+
+def step_contract() -> list[str]:
+    """The AsyncAPI document: valid for the AsyncAPI parser, and complete for the app's topics."""
+    tool = need_tool("asyncapi")
+    proc = run(["node", str(HERE / "asyncapi_validate.cjs"), tool, str(ASYNCAPI)], timeout=120)
+    for line in proc.stdout.splitlines():
+        if not line.startswith("error:"):
+            print(f"  {line}")
+    problems = [line for line in proc.stdout.splitlines() if line.startswith("error:")]
+    if proc.returncode != 0 and not problems:
+        problems.append(proc.stderr.strip() or f"the AsyncAPI parser exited {proc.returncode}")
+    problems += contract_topics(yaml.safe_load(ASYNCAPI.read_text(encoding="utf-8")))
+    return problems
+
+
 STEPS: dict[str, Callable[[], list[str]]] = {
     "generated": step_generated,
     "chart": step_chart,
@@ -934,6 +976,7 @@ STEPS: dict[str, Callable[[], list[str]]] = {
     "dockerfile": step_dockerfile,
     "rules": step_rules,
     "dashboard": step_dashboard,
+    "contract": step_contract,
 }
 
 

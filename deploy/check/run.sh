@@ -9,7 +9,8 @@
 # kubernetes-validate, checkov, pyyaml, and the app itself for its metrics and settings parser),
 # Go >= 1.26 on PATH the first time (helm and promtool are built from the Go module proxy into
 # ~/.cache/vmevents/tools; cold: several minutes, cached: instant), and a package index for the
-# tools virtualenv (deploy/tools/requirements.txt). See deploy/README.md.
+# tools virtualenv (deploy/tools/requirements.txt), and Node.js 18+ with npm for the AsyncAPI
+# parser (pinned in deploy/tools/install.sh). See deploy/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -22,7 +23,7 @@ export PYTHON
 
 echo "deploy-check: tools"
 start=$(date +%s)
-bash deploy/tools/install.sh helm promtool pytools >/dev/null
+bash deploy/tools/install.sh helm promtool pytools asyncapi >/dev/null
 echo "deploy-check: tools ready in $(( $(date +%s) - start )) s"
 
 export PYTHONPATH="${PWD}${PYTHONPATH:+:${PYTHONPATH}}"

@@ -185,14 +185,19 @@ def build() -> dict[str, Any]:
                      stack=True), 24, 7)
 
     g.row("Kafka")
-    g.add(timeseries("Consumer lag by stage and topic", "Messages behind the high watermark "
-                     "(alert VmeventsConsumerLagGrowing).", "short",
+    g.add(timeseries("Consumer lag by stage and topic", "Records between each stage's position "
+                     "and the partitions' end (alert VmeventsConsumerLagGrowing).", "short",
                      (f"sum by (stage, topic) (vmevents_consumer_lag{{{NS}}})",
                       "{{stage}} {{topic}}")), 12, 8)
     g.add(timeseries("Consumer lag, top 10 partitions", "A single lagging partition points at a "
                      "hot key or a stuck consumer.", "short",
                      (f"topk(10, max by (stage, topic, partition) "
                       f"(vmevents_consumer_lag{{{NS}}}))", "{{stage}} {{topic}}/{{partition}}")),
+          12, 8)
+    g.add(timeseries("Freshness by stage", "Age of the newest record in each stage's last batch "
+                     "(its Kafka timestamp against the wall clock): how far behind real time the "
+                     "stage runs.", "s",
+                     (f"max by (stage) (vmevents_event_age_seconds{{{NS}}})", "{{stage}}")),
           12, 8)
     g.add(timeseries("Batch duration p99", "Consume, process, produce and commit of one batch.",
                      "s",

@@ -2,7 +2,8 @@
 # `make run`: a local broker, the seed documents' events replayed, both stages consuming, metrics up.
 # Uses KAFKA_BOOTSTRAP_SERVERS (and SCHEMA_REGISTRY_URL) when set; otherwise starts Apache Kafka and
 # Apicurio Registry from Maven Central, or Tansu (in memory) on a machine without Java. Ctrl-C stops
-# the stages cleanly and then the local stack.
+# the stages cleanly and then the local stack, also when our output went to a pipe that is gone
+# (`make run 2>&1 | tee run.log`: the same Ctrl-C kills tee).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -11,12 +12,21 @@ STATE=${STACK_DIR:-.stack}
 PORT=${VMEVENTS_METRICS_PORT:-8080}
 
 if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
-  if ! "$PY" deploy/local/stack.py up --registry --state-dir "$STATE" >/dev/null; then
-    echo "run: Apache Kafka could not start here; falling back to Tansu (in memory, at-least-once)"
+  # The stack is stopped on every way out, armed before it starts. Its progress lines go to our
+  # stderr if that still exists; stack.py ignores a broken one, and `|| true` keeps a failure to
+  # stop from masking why we exit.
+  stop_stack() { "$PY" deploy/local/stack.py down --state-dir "$STATE" || true; }
+  trap stop_stack EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  trap 'exit 129' HUP
+  # VMEVENTS_LOCAL_BROKER=tansu skips Apache Kafka even where Java is installed.
+  if [ "${VMEVENTS_LOCAL_BROKER:-apache}" = tansu ] \
+      || ! "$PY" deploy/local/stack.py up --registry --state-dir "$STATE" >/dev/null; then
+    echo "run: using Tansu (in memory, at-least-once) instead of Apache Kafka"
     "$PY" deploy/local/stack.py up --tansu --python "$PY" --state-dir "$STATE" >/dev/null
     export VMEVENTS_PROCESSING_GUARANTEE=at_least_once
   fi
-  trap '"$PY" deploy/local/stack.py down --state-dir "$STATE"' EXIT
   set -a
   # shellcheck disable=SC1091
   source "$STATE/env"
@@ -36,4 +46,6 @@ vmevents is running: normalize and correlate stages on ${KAFKA_BOOTSTRAP_SERVERS
 Ctrl-C stops the stages and the local stack.
 
 MSG
-"$VMEVENTS" run
+# Not exec'd: the EXIT trap (stack down) runs after the stages have stopped.
+"$VMEVENTS" run || rc=$?
+exit "${rc:-0}"

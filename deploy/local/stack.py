@@ -80,8 +80,23 @@ class StackError(RuntimeError):
 
 
 def log(message: str) -> None:
-    """Progress to stderr: stdout is reserved for the export lines."""
-    print(f"stack: {message}", file=sys.stderr, flush=True)
+    """Progress to stderr: stdout is reserved for the export lines.
+
+    A closed or broken stderr (``stack.py down 2>&1 | true``, a ``tee`` killed by the same
+    Ctrl-C) must never stop `down` from stopping what runs: later lines go nowhere instead.
+    """
+    try:
+        print(f"stack: {message}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # EPIPE, EBADF, or a stream already closed
+        _silence_stream("stderr")
+
+
+def _silence_stream(name: str) -> None:
+    """Point sys.<name> at /dev/null so neither later writes nor the exit-time flush fail."""
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(devnull.fileno(), getattr(sys, f"__{name}__").fileno())
+    setattr(sys, name, devnull)
 
 
 # --------------------------------------------------------------------------------------------
@@ -995,15 +1010,26 @@ class _Plan:
 
 
 def down(state_dir: Path = DEFAULT_STATE_DIR, *, purge: bool = False, quiet: bool = False) -> None:
-    """Stop what `up` recorded; the registry first, since nothing depends on it."""
+    """Stop what `up` recorded; the registry first, since nothing depends on it.
+
+    Every component is stopped even when stopping another failed; the first failure is raised
+    after all of them were tried.
+    """
     state_dir = state_dir.resolve()
+    failure: BaseException | None = None
     for name, grace in (("registry", 10.0), ("kafka", 30.0), ("tansu", 5.0)):
         pid = _read_pid(state_dir, name)
         if pid is not None:
             if not quiet:
                 log(f"stopping {name} (pid {pid})")
-            _stop_pid(pid, grace)
+            try:
+                _stop_pid(pid, grace)
+            except Exception as exc:  # the others must still be stopped
+                failure = failure or exc
+                continue
         _pid_file(state_dir, name).unlink(missing_ok=True)
+    if failure is not None:
+        raise StackError(f"could not stop every component: {failure}")
     (state_dir / "state.json").unlink(missing_ok=True)
     (state_dir / "env").unlink(missing_ok=True)
     if purge:
@@ -1082,6 +1108,15 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> bool:
 # CLI
 
 
+def _write_stdout(text: str) -> None:
+    """The export lines; a reader that went away is not an error (the state dir has them too)."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        _silence_stream("stdout")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stack.py", description="Local Kafka + Schema Registry for vmevents."
@@ -1121,6 +1156,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # `down` runs from traps after Ctrl-C: a second Ctrl-C or a hang-up must not cut it short.
+    if args.command == "down":
+        for sig in (signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
     try:
         if args.command == "fetch":
             prepare(registry=not args.no_registry)
@@ -1137,7 +1176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 throughput=args.throughput,
             )
             log(f"env written to {Path(info.state_dir) / 'env'}")
-            sys.stdout.write(info.exports())
+            _write_stdout(info.exports())
         elif args.command == "down":
             down(args.state_dir, purge=args.purge)
         elif args.command == "stop-broker":
@@ -1149,9 +1188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
             current = _load_info(args.state_dir.resolve())
             if current is not None:
-                sys.stdout.write(current.exports())
+                _write_stdout(current.exports())
     except StackError as exc:
-        print(f"stack: error: {exc}", file=sys.stderr)
+        log(f"error: {exc}")
         return 1
     except KeyboardInterrupt:
         return 130

@@ -7,6 +7,8 @@
 #   bash deploy/tools/install.sh promtool   # only promtool
 #   bash deploy/tools/install.sh pytools    # the Python tools of deploy/tools/requirements.txt
 #                                           # (hadolint, CRD models, PromQL parser) in their own venv
+#   bash deploy/tools/install.sh asyncapi   # the AsyncAPI parser (npm packages pinned below),
+#                                           # which validates docs/asyncapi.yaml
 #
 # Nothing is downloaded except Go modules through the configured Go module proxy (GOPROXY).
 # A tool already built for the pinned version is reused (a cached run takes well under a second).
@@ -28,6 +30,8 @@
 set -euo pipefail
 
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+ASYNCAPI_PARSER_VERSION="${ASYNCAPI_PARSER_VERSION:-3.6.6}"            # @asyncapi/parser
+ASYNCAPI_AVRO_PARSER_VERSION="${ASYNCAPI_AVRO_PARSER_VERSION:-3.1.0}"  # @asyncapi/avro-schema-parser
 PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.315.0}"
 TOOLS_DIR="${VMEVENTS_TOOLS_DIR:-${HOME}/.cache/vmevents/tools}"
 
@@ -150,9 +154,36 @@ pytools() {
   log "pytools ${hash}: installed in $((end - start)) s -> ${env_dir}"
 }
 
+# The AsyncAPI project's parser and its Avro schema parser, installed with npm by package name
+# at pinned versions into a directory keyed by those versions; needs Node.js 18+ and npm.
+asyncapi() {
+  local key="parser-${ASYNCAPI_PARSER_VERSION}-avro-${ASYNCAPI_AVRO_PARSER_VERSION}"
+  local dir="${TOOLS_DIR}/asyncapi-${key}"
+  if [[ -f "${dir}/.complete" ]]; then
+    ln -sfn "asyncapi-${key}" "${TOOLS_DIR}/asyncapi"
+    log "asyncapi ${key}: cached at ${dir}"
+    return 0
+  fi
+  if ! command -v npm >/dev/null 2>&1; then
+    log "ERROR: npm is not on PATH; the AsyncAPI parser is installed with npm (Node.js 18+)"
+    exit 3
+  fi
+  local start end
+  start=$(date +%s)
+  rm -rf "${dir}" && mkdir -p "${dir}"
+  printf '{"private": true, "dependencies": {"@asyncapi/parser": "%s", "@asyncapi/avro-schema-parser": "%s"}}\n' \
+    "${ASYNCAPI_PARSER_VERSION}" "${ASYNCAPI_AVRO_PARSER_VERSION}" > "${dir}/package.json"
+  (cd "${dir}" && npm install --no-audit --no-fund --omit=dev --loglevel=error >&2) || {
+    log "ERROR: npm install of the AsyncAPI parser failed"; exit 4; }
+  touch "${dir}/.complete"
+  ln -sfn "asyncapi-${key}" "${TOOLS_DIR}/asyncapi"
+  end=$(date +%s)
+  log "asyncapi ${key}: installed in $((end - start)) s -> ${dir}"
+}
+
 main() {
   local want=("$@")
-  [[ ${#want[@]} -eq 0 ]] && want=(helm promtool pytools)
+  [[ ${#want[@]} -eq 0 ]] && want=(helm promtool pytools asyncapi)
   mkdir -p "${TOOLS_DIR}"
   # One installer at a time (pytest and run.sh may both ask for the tools).
   exec 9>"${TOOLS_DIR}/.lock"
@@ -164,7 +195,8 @@ main() {
       promtool) build promtool "${PROMETHEUS_VERSION}" github.com/prometheus/prometheus/cmd/promtool \
                   github.com/prometheus/prometheus ;;
       pytools) pytools; printf '%s\n' "${TOOLS_DIR}/pytools/bin/python"; continue ;;
-      *) log "ERROR: unknown tool ${tool} (known: helm promtool pytools)"; exit 2 ;;
+      asyncapi) asyncapi; printf '%s\n' "${TOOLS_DIR}/asyncapi"; continue ;;
+      *) log "ERROR: unknown tool ${tool} (known: helm promtool pytools asyncapi)"; exit 2 ;;
     esac
     printf '%s\n' "${TOOLS_DIR}/bin/${tool}"
   done

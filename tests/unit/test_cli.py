@@ -56,7 +56,26 @@ def test_unreachable_broker_stops_with_one_readable_line() -> None:
     assert lines[0].startswith("vmevents: no Kafka broker answers at 127.0.0.1:1")
 
 
-def test_missing_input_file_is_a_one_line_error() -> None:
-    result = vmevents("normalize", "/does/not/exist.jsonl")
-    assert result.returncode == 2
-    assert b"cannot read /does/not/exist.jsonl" in result.stderr
+def test_missing_input_file_is_a_one_line_error_not_a_configuration_error() -> None:
+    for command in ("normalize", "correlate", "replay"):
+        result = vmevents(command, "/does/not/exist.jsonl")
+        assert result.returncode == 2
+        assert result.stderr.decode().splitlines() == [
+            "vmevents: cannot read /does/not/exist.jsonl: No such file or directory"]
+
+
+def test_help_is_plain_text() -> None:
+    for args in ([], ["tail"], ["dlq"], ["dlq", "redrive"]):
+        result = vmevents(*args, "--help")
+        assert result.returncode == 0
+        assert b"``" not in result.stdout
+        assert b":class:" not in result.stdout
+
+
+def test_one_pending_operation_is_singular() -> None:
+    reboot = next(s for s in SEEDS if s.obj.get("eventAction") == "SystemFailure.Reboot"
+                  or s.obj.get("detail", {}).get("eventAction") == "SystemFailure.Reboot")
+    result = vmevents("correlate", "-", stdin=reboot.raw.replace(b"\n", b" ") + b"\n")
+    assert result.returncode == 0
+    assert result.stderr.decode().splitlines()[-1] == (
+        "vmevents: 1 operation still pending at the end of the input")

@@ -84,3 +84,16 @@ def test_client_call_and_shutdown_bounds() -> None:
     assert (s.kafka_call_timeout_ms, s.shutdown_timeout_s) == (3000, 12)
     with pytest.raises(ConfigError, match="VMEVENTS_SHUTDOWN_TIMEOUT_S=0 must be"):
         load_settings({"VMEVENTS_SHUTDOWN_TIMEOUT_S": "0"})
+
+
+def test_every_bad_variable_is_reported_on_one_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"VMEVENTS_BATCH_SIZE": "many", "VMEVENTS_PROCESSING_GUARANTEE": "maybe",
+                       "KAFKA_GROUP_ID": "x", "VMEVENTS_DEFAULT_TIMEZONE": "Mars/Olympus"})
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in ("VMEVENTS_BATCH_SIZE='many' is not an integer",
+                   "VMEVENTS_PROCESSING_GUARANTEE='maybe' must be one of",
+                   "KAFKA_GROUP_ID is managed by vmevents",
+                   "VMEVENTS_DEFAULT_TIMEZONE='Mars/Olympus' is not a known time zone"):
+        assert needle in message

@@ -1,0 +1,149 @@
+"""DLQ re-drive on a real broker: records a broken build rejected come out exactly once after the
+fix, and a record that fails again after a re-drive is not re-driven again unless forced."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from consumer.app import normalize_loop
+from consumer.config import Settings
+from consumer.dlq import Selection, read_dead_letters, redrive, summarize
+from consumer.errors import InvalidEvent
+from consumer.http import Health
+from consumer.metrics import Metrics
+from consumer.model import InstanceEvent
+from consumer.normalize import Normalizer
+from consumer.serde import Decoder, load_schemas
+from tests.integration.kafkatools import ROOT, committed_total, headers_of, read_all
+from tests.integration.test_normalize_stage import in_process_stage, run_in_thread
+from tests.seeds import SEEDS
+
+pytestmark = pytest.mark.apache_kafka
+
+
+class AliyunAdapterBug:
+    """The broken build: every Alibaba event is rejected as invalid."""
+
+    def __init__(self, inner: Normalizer) -> None:
+        self.inner = inner
+
+    def normalize(self, raw: bytes) -> InstanceEvent:
+        event = self.inner.normalize(raw)
+        if event["vendor"] == "aliyun":
+            raise InvalidEvent("adapter bug: aliyun payload rejected")
+        return event
+
+
+def end_offset(bootstrap: str, topic: str) -> int:
+    """The single partition's high watermark (transaction markers take offsets too)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks"})
+    try:
+        return int(consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1])
+    finally:
+        consumer.close()
+
+
+def run_stage(settings: Settings, raw: str, *, broken: bool = False) -> None:
+    """Run the normalize stage until it has committed everything now on the raw topic."""
+    loop = normalize_loop(settings, Metrics(), Health())
+    if broken:
+        loop.processor.normalizer = AliyunAdapterBug(loop.processor.normalizer)  # type: ignore[attr-defined]
+    end = end_offset(settings.bootstrap_servers, raw)
+    run_in_thread(loop, lambda: committed_total(settings.bootstrap_servers,
+                                                settings.normalize_group, raw) >= end)
+
+
+def test_redrive_after_the_fix_lands_exactly_once_and_repeat_failures_are_not_looped(
+        kafka_stack: Any) -> None:
+    values = [s.raw for s in SEEDS] + [b"{not json"]
+    aliyun = sum(s.vendor == "aliyun" for s in SEEDS)
+    settings, raw, out, dlq = in_process_stage(kafka_stack.bootstrap, values)
+    run_stage(settings, raw, broken=True)
+
+    groups = {g["reason"]: g for g in summarize(read_dead_letters(settings, dlq))}
+    assert {r: g["count"] for r, g in groups.items()} == {"invalid_event": aliyun, "malformed_json": 1}
+    rejected = [m.offset() for m in read_all(kafka_stack.bootstrap, [dlq], expected=aliyun + 1, settle=0.5)
+                if headers_of(m)["vmevents.dlq.reason"] == "invalid_event"]
+    assert groups["invalid_event"]["first"]["offset"] == rejected[0]
+    assert groups["invalid_event"]["last"]["offset"] == rejected[-1]
+    assert "adapter bug" in groups["invalid_event"]["example"]["error"]
+    assert groups["malformed_json"]["example"]["value"] == "{not json"
+
+    # The fix is deployed; the rejected events go back to the raw topic, once.
+    report = redrive(settings, Selection(frozenset({"invalid_event"})))
+    assert (report.matched, report.redriven, report.by_topic) == (aliyun, aliyun, {raw: aliyun})
+    run_stage(settings, raw)
+    again = redrive(settings, Selection(frozenset({"invalid_event"})))
+    assert (again.redriven, again.already_redriven) == (0, aliyun)
+
+    normalized = read_all(kafka_stack.bootstrap, [out], expected=len(values) - 1)
+    decoder = Decoder(load_schemas(settings.schema_dir))
+    events = [decoder.decode(m.value()) for m in normalized]
+    assert len(events) == len(SEEDS)  # every seed exactly once: JD first time, Alibaba re-driven
+    redriven = [e for e in events if e["vendor"] == "aliyun"]
+    assert len(redriven) == aliyun
+    raw_records = read_all(kafka_stack.bootstrap, [raw], expected=len(values) + aliyun, settle=0.5)
+    copies = [m for m in raw_records if "vmevents.redrive.count" in headers_of(m)]
+    assert len(copies) == aliyun
+    assert sorted(e["source"]["offset"] for e in redriven) == [m.offset() for m in copies]
+    first_copy = headers_of(copies[0])
+    original = headers_of(read_all(kafka_stack.bootstrap, [dlq], expected=aliyun + 1, settle=0.5)[0])
+    assert first_copy["vmevents.redrive.count"] == "1"
+    assert first_copy["vmevents.redrive.reason"] == "invalid_event"
+    assert first_copy["vmevents.redrive.dlq.topic"] == dlq
+    assert first_copy["vmevents.redrive.dlq.offset"] == "0"
+    assert first_copy["vmevents.redrive.source.topic"] == raw
+    assert first_copy["vmevents.redrive.source.offset"] == original["vmevents.dlq.source.offset"]
+
+    # The malformed record fails again after its re-drive: recognised, not looped.
+    assert redrive(settings, Selection(frozenset({"malformed_json"}))).redriven == 1
+    total = len(values) + aliyun + 1
+    run_stage(settings, raw)
+    dead = read_all(kafka_stack.bootstrap, [dlq], expected=aliyun + 2)
+    assert len(dead) == aliyun + 2
+    failed_again = headers_of(dead[-1])
+    assert failed_again["vmevents.dlq.reason"] == "malformed_json"
+    assert failed_again["vmevents.redrive.count"] == "1"
+    assert failed_again["vmevents.redrive.source.offset"] == str(len(SEEDS))
+    groups = {g["reason"]: g for g in summarize(read_dead_letters(settings, dlq))}
+    assert groups["malformed_json"]["failed_after_redrive"] == 1
+    report = redrive(settings, Selection(frozenset({"malformed_json"})))
+    assert (report.redriven, report.already_redriven, report.failed_after_redrive) == (0, 1, 1)
+
+    # Unless asked: through the command line, with the count going up and the origin kept.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VMEVENTS_", "KAFKA_"))}
+    env.update(KAFKA_BOOTSTRAP_SERVERS=kafka_stack.bootstrap, VMEVENTS_DLQ_TOPIC=dlq,
+               VMEVENTS_RAW_TOPICS=raw)
+    cli = subprocess.run([sys.executable, "-m", "consumer.cli", "dlq", "redrive",
+                          "--reason", "malformed_json", "--force"],
+                         cwd=ROOT, env=env, capture_output=True, timeout=120, check=False)
+    assert cli.returncode == 0, cli.stderr
+    summary = orjson.loads(cli.stdout.splitlines()[-1])
+    assert summary["redriven"] == 1
+    assert summary["already_redriven"] == 1
+    last = headers_of(read_all(kafka_stack.bootstrap, [raw], expected=total + 1, settle=0.5)[-1])
+    assert last["vmevents.redrive.count"] == "2"
+    assert last["vmevents.redrive.source.offset"] == str(len(SEEDS))
+    assert last["vmevents.redrive.dlq.offset"] == str(dead[-1].offset())
+
+
+def test_dry_run_and_ranges_select_without_writing(kafka_stack: Any) -> None:
+    values = [b"{bad %d" % i for i in range(6)]
+    settings, raw, _, dlq = in_process_stage(kafka_stack.bootstrap, values)
+    run_stage(settings, raw)
+    sel = Selection(frozenset({"malformed_json"}), from_offset=2, to_offset=4)
+    dry = redrive(settings, sel, dry_run=True)
+    assert (dry.matched, dry.redriven) == (3, 3)
+    assert len(read_all(kafka_stack.bootstrap, [raw], expected=len(values), settle=1)) == len(values)
+    assert redrive(settings, sel).redriven == 3
+    assert redrive(settings, Selection(frozenset({"malformed_json"}))).redriven == 3  # the rest
+    copies = read_all(kafka_stack.bootstrap, [raw], expected=2 * len(values), settle=1)[len(values):]
+    assert sorted(int(headers_of(m)["vmevents.redrive.dlq.offset"]) for m in copies) == list(range(6))
+    assert dlq == settings.dlq_topic
