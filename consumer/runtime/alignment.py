@@ -235,6 +235,10 @@ class Aligner(Generic[R]):
             self.idle_expired += 1
         return False
 
+    def drained(self) -> list[Partition]:
+        """Assigned partitions with nothing buffered: everything consumed from them is released."""
+        return [q.key for q in self._queues.values() if not q.items]
+
     def take_offsets(self) -> list[tuple[str, int, int]]:
         """``(topic, partition, next offset)`` of what was released since the last call."""
         out = []
@@ -297,11 +301,20 @@ class ConsumerAlignment:
             self._reported = aligner.idle_expired
         return out
 
-    def offsets(self) -> list[TopicPartition]:
-        """Offsets to commit with the batch: last released + 1 per partition."""
+    def offsets(self, consumer: Consumer) -> list[TopicPartition]:
+        """Offsets to commit with the batch: last released + 1 per partition, or, where nothing
+        is buffered, the consumer's position (as Kafka Streams does): the position has moved past
+        trailing transaction markers, so a read_committed input shows no lag of 1 for ever."""
         from confluent_kafka import TopicPartition
 
-        return [TopicPartition(t, p, o) for t, p, o in self.aligner.take_offsets()]
+        next_offsets = {(t, p): o for t, p, o in self.aligner.take_offsets()}
+        drained = self.aligner.drained()
+        if drained:
+            for tp in consumer.position([TopicPartition(t, p) for t, p in drained]):
+                key = (tp.topic, tp.partition)
+                if tp.offset >= 0 and tp.offset > next_offsets.get(key, -1):
+                    next_offsets[key] = tp.offset
+        return [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
 
     @staticmethod
     def _resume(consumer: Consumer, keys: list[Partition]) -> None:

@@ -377,7 +377,7 @@ class StageLoop:
 
     def _offsets(self, consumer: Consumer) -> tuple[list[TopicPartition], Any] | None:
         """What step 4 sends: the offsets of the records processed, fenced by the group generation."""
-        offsets = self.align.offsets()
+        offsets = self.align.offsets(consumer)
         return (offsets, consumer.consumer_group_metadata()) if offsets else None
 
     def _back_off(self, exc: TransientError) -> None:
@@ -431,7 +431,7 @@ class StageLoop:
                 f"delivery failed ({remaining} undelivered): {err.str() if err else 'timeout'}")
         if not records:
             return
-        offsets = self.align.offsets()
+        offsets = self.align.offsets(consumer)
         if offsets:
             try:
                 consumer.commit(offsets=offsets, asynchronous=False)
