@@ -6,11 +6,12 @@ consumer never learns about, so that figure stays -1 for ever under exactly-once
 the end offset minus the position the application has consumed up to:
 
 - end: ``ls_offset`` (last stable offset) under ``read_committed``, else ``hi_offset``;
-- position: ``app_offset`` (next offset the application will get); before the first record of a
-  partition reaches the application (a backlog on another partition, a correlate stage still
-  restoring), the group's committed offset read at assignment, where consumption resumes, or
-  the log start where nothing is committed (the stages' ``auto.offset.reset=earliest``). A
-  partition with none of these has no sample rather than a guessed one.
+- position: the offset the stage last committed for the partition, i.e. what it has processed
+  (records consumed but still held by the timestamp alignment are not processed: librdkafka's
+  ``app_offset`` counts them); before its first commit, the group's committed offset read at
+  assignment, where consumption resumes, or the log start where nothing is committed (the
+  stages' ``auto.offset.reset=earliest``); failing both, ``app_offset``. A partition with none
+  of these has no sample rather than a guessed one.
 
 A statistics callback (every ``statistics.interval.ms``, 15 s by default) sets
 ``vmevents_consumer_lag{stage,topic,partition}`` for the partitions this member has assigned.
@@ -44,13 +45,16 @@ FROM_START = -1
 
 
 def partition_lags(stats: Mapping[str, Any], *, read_committed: bool = True,
-                   resume: Mapping[tuple[str, int], int] | None = None) -> PartitionLag:
+                   resume: Mapping[tuple[str, int], int] | None = None,
+                   processed: Mapping[tuple[str, int], int] | None = None) -> PartitionLag:
     """``{(topic, partition): lag}`` for every partition the consumer fetches (pure).
 
-    ``resume``: the committed offset of each partition at assignment (or :data:`FROM_START`),
-    the position until the application has received a record of it.
+    ``processed``: the offset the stage last committed per partition. ``resume``: the committed
+    offset of each partition at assignment (or :data:`FROM_START`), the position until the
+    stage commits one of its own.
     """
     resume = resume or {}
+    processed = processed or {}
     end_key = "ls_offset" if read_committed else "hi_offset"
     lags: PartitionLag = {}
     for topic, tstats in stats.get("topics", {}).items():
@@ -58,11 +62,16 @@ def partition_lags(stats: Mapping[str, Any], *, read_committed: bool = True,
             if pid == "-1" or p.get("fetch_state") != "active":
                 continue  # the unassigned-messages pseudo partition, or not fetching (yet)
             end = p.get(end_key, -1)
-            position = p.get("app_offset", -1)
+            key = (topic, int(pid))
+            position = processed.get(key, -1)
             if position < 0:
-                start = resume.get((topic, int(pid)))
-                position = p.get("lo_offset", -1) if start == FROM_START else (
-                    -1 if start is None else start)
+                start = resume.get(key)
+                if start == FROM_START:
+                    position = p.get("lo_offset", -1)
+                elif start is not None:
+                    position = start
+                else:
+                    position = p.get("app_offset", -1)
             if end < 0 or position < 0:
                 continue  # no watermark from the broker, or no position, yet
             lags[(topic, int(pid))] = max(0, end - position)
@@ -80,12 +89,13 @@ class LagMonitor:
         self.clock = clock
         self.assigned: set[tuple[str, int]] = set()
         self.resume: dict[tuple[str, int], int] = {}
+        self.processed: dict[tuple[str, int], int] = {}
 
     def assign(self, consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
         """Note the new partitions and where they resume (one committed-offsets request)."""
         self.assigned.update((tp.topic, tp.partition) for tp in partitions)
         try:
-            committed = consumer.committed(list(partitions), timeout=2)  # bounded: a callback
+            committed = consumer.committed(list(partitions), timeout=10)  # bounded: a callback
         except KafkaException as exc:
             log.warning("committed offsets unknown: lag from the first record on",
                         stage=self.stage, error=str(exc))
@@ -99,15 +109,23 @@ class LagMonitor:
         for tp in partitions:
             self.assigned.discard((tp.topic, tp.partition))
             self.resume.pop((tp.topic, tp.partition), None)
+            self.processed.pop((tp.topic, tp.partition), None)
             with contextlib.suppress(KeyError):  # no statistics arrived for it yet
                 gauge.remove(self.stage, tp.topic, str(tp.partition))
 
     def on_stats(self, stats: Mapping[str, Any]) -> None:
         gauge = self.metrics.consumer_lag
         for (topic, partition), lag in partition_lags(
-                stats, read_committed=self.read_committed, resume=self.resume).items():
+                stats, read_committed=self.read_committed, resume=self.resume,
+                processed=self.processed).items():
             if (topic, partition) in self.assigned:
                 gauge.labels(self.stage, topic, str(partition)).set(lag)
+
+    def committed(self, offsets: Sequence[TopicPartition]) -> None:
+        """The offsets a batch's commit carried: where the stage's processing stands."""
+        for tp in offsets:
+            if tp.offset >= 0:
+                self.processed[(tp.topic, tp.partition)] = tp.offset
 
     def on_batch(self, records: Sequence[Message]) -> None:
         """Age of the newest record of a processed batch, in seconds (0 when from the future)."""

@@ -135,6 +135,8 @@ class StageLoop:
         self._stop = threading.Event()
         self._transient_failures = 0
         self._transient_since = 0.0
+        self._transient_error = ""
+        self._sent: list[TopicPartition] = []  # the offsets of the transaction being committed
         # Records go to the processor merged by timestamp across partitions (alignment.py).
         self.align = ConsumerAlignment(
             settings.max_idle_ms, max(1000, settings.batch_size),
@@ -169,7 +171,7 @@ class StageLoop:
         if self.outage.active:
             ready, reason = False, "broker unreachable"
         elif self._transient_failures:
-            ready, reason = False, "dependency unavailable: retrying"
+            ready, reason = False, f"retrying: {self._transient_error}"
         elif self._restoring:
             ready, reason = False, "restoring state"
         elif not self._assigned:
@@ -347,7 +349,9 @@ class StageLoop:
                     txn.fail(exc)
                     raise BatchLost(str(exc)) from None
                 t0 = time.perf_counter()
+                self._sent = []
                 txn.commit(lambda: self._offsets(consumer))
+                self.lag.committed(self._sent)
                 self.metrics.transaction_duration.labels(self.stage).observe(
                     time.perf_counter() - t0)
             except BatchLost:
@@ -377,7 +381,7 @@ class StageLoop:
 
     def _offsets(self, consumer: Consumer) -> tuple[list[TopicPartition], Any] | None:
         """What step 4 sends: the offsets of the records processed, fenced by the group generation."""
-        offsets = self.align.offsets(consumer)
+        offsets = self._sent = self.align.offsets(consumer)
         return (offsets, consumer.consumer_group_metadata()) if offsets else None
 
     def _back_off(self, exc: TransientError) -> None:
@@ -386,6 +390,7 @@ class StageLoop:
         Liveness keeps ticking: the loop is waiting on purpose, not stuck. Logged once per outage.
         """
         self._transient_failures += 1
+        self._transient_error = str(exc)
         if self._transient_failures == 1:
             self._transient_since = time.monotonic()
             log.warning("dependency unavailable: batch aborted, retrying with backoff",
@@ -437,3 +442,4 @@ class StageLoop:
                 consumer.commit(offsets=offsets, asynchronous=False)
             except KafkaException as exc:
                 raise wrap(exc, "commit offsets") from None
+            self.lag.committed(offsets)

@@ -44,6 +44,13 @@ def test_before_the_first_record_the_position_is_where_the_group_resumes() -> No
     assert partition_lags(s, resume=resume) == {("raw", 0): 20, ("raw", 1): 40}
 
 
+def test_what_the_stage_committed_wins_over_what_the_client_consumed() -> None:
+    # Records consumed but held by the timestamp alignment are not processed: the lag counts them.
+    s = stats({"0": part(app_offset=90, ls_offset=100)})
+    assert partition_lags(s, resume={("raw", 0): 30}, processed={("raw", 0): 60}) == {("raw", 0): 40}
+    assert partition_lags(s, resume={("raw", 0): 30}) == {("raw", 0): 70}
+
+
 @given(st.integers(0, 10**12), st.integers(0, 10**6), st.integers(0, 10**6))
 def test_lag_is_never_negative(position: int, end_delta: int, back: int) -> None:
     end = max(0, position + end_delta - back)
