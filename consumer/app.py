@@ -18,7 +18,7 @@ from consumer.correlator import CorrelatorConfig
 from consumer.errors import KafkaRuntimeError
 from consumer.http import Health, HealthServer
 from consumer.metrics import Metrics
-from consumer.normalize import Normalizer
+from consumer.normalization import Normalizer
 from consumer.runtime.clients import (
     check_reachable,
     ensure_topics,

@@ -20,7 +20,7 @@ from consumer.config import Settings, load_settings
 from consumer.errors import ConfigError, KafkaRuntimeError, RejectedEvent
 from consumer.jsonout import timestamp_fields, to_json_line
 from consumer.logs import configure
-from consumer.normalize import Normalizer
+from consumer.normalization import Normalizer
 from consumer.serde import load_schemas
 
 STAGES = ("normalize", "correlate")

@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from consumer.errors import RejectedEvent
 from consumer.metrics import Metrics
 from consumer.model import event_key
-from consumer.normalize import Normalizer
+from consumer.normalization import Normalizer
 from consumer.runtime.loop import Emit, Headers
 from consumer.serde import Encoder
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer.errors import ConfigError
-from consumer.timeparse import TimeFormatError, TimeParser, to_epoch_ms, zone
+from consumer.normalization.timeparse import TimeFormatError, TimeParser, to_epoch_ms, zone
 
 SHANGHAI = zone("Asia/Shanghai")
 

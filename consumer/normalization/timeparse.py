@@ -3,7 +3,9 @@
 The vendors send, in one stream: ``2021-03-18T11:49:46+0800`` (JD envelope),
 ``2021-02-25 20:13:35`` (JD detail: local time without a zone), ``20190409T121826.922+0800``
 (Alibaba ``eventTime``, ISO basic format), ``2019-04-09T04:18:26Z`` and ``2019-11-11T11:00Z``
-(Alibaba content). Python 3.11's ``datetime.fromisoformat`` (C) reads all of them, basic and
+(Alibaba content), ``2022-06-30T14:07:23.102868Z`` (GCP), and AWS Health's RFC 1123
+``Thu, 27 Aug 2026 13:19:03 GMT`` (read with the weekday ignored: AWS's own samples carry
+weekdays that do not match their dates). Python 3.11's ``datetime.fromisoformat`` (C) reads all of them, basic and
 extended, ``Z``, ``+0800``, ``+08:00``, fractions and a space or ``T``; what is left to do here
 is cheap: refuse what is not a date *and* a time, give zone-less times the configured zone
 (JD's local time; Asia/Shanghai by default), and turn the result into integer milliseconds
@@ -13,6 +15,7 @@ strings, because the notifications of one operation repeat them (publishTime, no
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
@@ -67,7 +70,7 @@ def to_epoch_ms(text: str, local_zone: tzinfo = UTC) -> int:
     # character; vendors always send a time, so demand 'T' or a space where ISO puts it
     # (index 10 in the extended format, 8 in the basic one).
     if len(text) < 13 or (text[10] not in _SEPARATORS and text[8] not in _SEPARATORS):
-        raise _invalid(text)
+        return _rfc1123(text)
     try:
         d = _fromisoformat(text)
     except ValueError:
@@ -81,6 +84,27 @@ def to_epoch_ms(text: str, local_zone: tzinfo = UTC) -> int:
     else:
         delta = d - _EPOCH  # timedelta arithmetic: exact, no float rounding
     return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+
+
+_RFC1123 = re.compile(
+    r"(?:[A-Za-z]{3}, ?)?(\d{1,2}) ([A-Za-z]{3}) (\d{4}) (\d{2}):(\d{2}):(\d{2}) ?(GMT|UTC|Z)\Z")
+_MONTHS: Final = {m: i for i, m in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+
+
+def _rfc1123(text: str) -> int:
+    """``[Wkd, ]DD Mon YYYY HH:MM:SS GMT`` -> epoch ms; the weekday is not checked."""
+    m = _RFC1123.match(text)
+    month = _MONTHS.get(m.group(2).lower()) if m is not None else None
+    if m is None or month is None:
+        raise _invalid(text)
+    try:
+        d = datetime(int(m.group(3)), month, int(m.group(1)), int(m.group(4)), int(m.group(5)),
+                     int(m.group(6)), tzinfo=UTC)
+    except ValueError:
+        raise _invalid(text) from None
+    delta = d - _EPOCH
+    return delta.days * 86_400_000 + delta.seconds * 1000
 
 
 class TimeParser:

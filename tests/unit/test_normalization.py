@@ -24,11 +24,17 @@ from consumer.errors import (
     UnknownVendor,
 )
 from consumer.model import PHASES, VENDORS, InstanceEvent
-from consumer.normalize import Normalizer, detect
-from consumer.vendors import aliyun, jdcloud
+from consumer.normalization import Normalizer, detect
+from consumer.normalization import aliyun, jdcloud
 from tests.seeds import BY_NAME, SEEDS
 
 N = Normalizer()
+
+
+def one(obj: object) -> InstanceEvent:
+    """The one event of a parsed payload (the normalizer returns a list)."""
+    [event] = N.normalize_obj(obj)
+    return event
 EVENT_KEYS = set(get_type_hints(InstanceEvent)) - {"source"}
 DOCUMENTS = Path(__file__).resolve().parents[3] / "shared" / "seeds"
 
@@ -84,7 +90,7 @@ def test_every_seed_normalizes_to_a_valid_event(seed: Any) -> None:
     assert_valid_event(event)
     assert event["vendor"] == seed.vendor
     assert event["known"] is True
-    assert N.normalize_obj(seed.obj) == event
+    assert one(seed.obj) == event
 
 
 def test_seeds_are_valid_avro() -> None:
@@ -209,10 +215,10 @@ def test_normalize_accepts_bytes_like_and_str() -> None:
 
 def test_normalize_obj_rejects_non_objects_and_non_json_values() -> None:
     with pytest.raises(NotAnObject, match="got an array"):
-        N.normalize_obj([1])
+        one([1])
     obj = BY_NAME["jd_gpu_failure_fault"].obj | {"gpuSerial": {1, 2}}  # not a JSON value
     with pytest.raises(InvalidEvent, match="cannot normalize: TypeError"):
-        N.normalize_obj(obj)
+        one(obj)
 
 
 def test_default_timezone_is_configurable() -> None:
@@ -315,6 +321,6 @@ def test_truncated_seeds(seed: Any, data: st.DataObject) -> None:
 def test_absurdly_long_event_code_is_invalid_not_an_unbounded_operation() -> None:
     obj = BY_NAME["jd_system_failure_fault"].obj | {"eventAction": "System.Failure" * 100}
     with pytest.raises(InvalidEvent, match="eventAction is not an event code"):
-        N.normalize_obj(obj)
+        one(obj)
     ok = BY_NAME["jd_system_failure_fault"].obj | {"eventAction": "System." + "X" * 100}
-    assert N.normalize_obj(ok)["operation"] == "system.x" + "x" * 99
+    assert one(ok)["operation"] == "system.x" + "x" * 99
