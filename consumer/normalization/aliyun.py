@@ -46,8 +46,8 @@ from consumer.normalization.fields import (
     bad_time,
     build,
     extras_copier,
+    required,
     required_object,
-    required_text,
     text,
     time_or_none,
 )
@@ -103,10 +103,11 @@ def _adapt(top: JsonObject, body: JsonObject, where: str, parse_time: TimeParse,
            copy_extras: ExtrasCopier, source_format: str) -> list[InstanceEvent]:
     """Both envelopes: ``top`` is the envelope, ``body`` its content/data; keys name fields."""
     outer = "aliyun: "
-    name = required_text(top.get(name_key), name_key, outer)
-    region = text(top.get(region_key), region_key, outer)
-    account = text(top.get(account_key), account_key, outer)
-    note = text(top.get("id"), "id", outer)
+    name = v if type(v := top.get(name_key)) is str and v else required(v, name_key, outer)
+    region = v if type(v := top.get(region_key)) is str and v else absent(v, region_key, outer)
+    account = v if type(v := top.get(account_key)) is str and v else absent(v, account_key,
+                                                                            outer)
+    note = v if type(v := top.get("id")) is str and v else absent(v, "id", outer)
     level = text(top.get(level_key), level_key, outer) if level_key is not None else None
     attributes: dict[str, str] = {}
     event_time = time_or_none(top.get(time_key), time_key, outer, parse_time)
@@ -117,11 +118,12 @@ def _adapt(top: JsonObject, body: JsonObject, where: str, parse_time: TimeParse,
         source_format = SOURCE_CLOUDMONITOR_DEBUG
 
     get = body.get
-    code = text(get("eventType"), "eventType", where)
-    status = text(get("eventStatus"), "eventStatus", where)
-    event_id = text(get("eventId"), "eventId", where)
-    state = text(get("state"), "state", where)
-    instance_id = text(get("instanceId"), "instanceId", where)
+    code = v if type(v := get("eventType")) is str and v else absent(v, "eventType", where)
+    status = v if type(v := get("eventStatus")) is str and v else absent(v, "eventStatus", where)
+    event_id = v if type(v := get("eventId")) is str and v else absent(v, "eventId", where)
+    state = v if type(v := get("state")) is str and v else absent(v, "state", where)
+    instance_id = v if type(v := get("instanceId")) is str and v else absent(v, "instanceId",
+                                                                             where)
     disk = name.startswith("Disk:", name.find(":") + 1 if prefixes else 0)
     if disk:
         instance_id = text(get("ecsInstanceId"), "ecsInstanceId", where)

@@ -116,7 +116,7 @@ def _adapt(entry: JsonObject, parse_time: TimeParse, source_format: str,
     event = build("gcp", source_format, code, "methodName", "gcp: protoPayload.", instance,
                   event_time, None, attributes)
     event["vendor_status"] = message
-    if first and last or not op:
+    if (first and last) or not op:
         event["phase"] = _ALONE_PHASE.get(code)
     elif first:
         event["phase"] = _OPEN_PHASE.get(code, "executing")

@@ -22,11 +22,11 @@ from consumer.model import InstanceEvent
 from consumer.normalization.fields import (
     JsonObject,
     TimeParse,
+    absent,
     build,
     extras_copier,
+    required,
     required_object,
-    required_text,
-    text,
     time_or_none,
 )
 
@@ -49,9 +49,9 @@ def adapt_envelope(obj: JsonObject, parse_time: TimeParse,
     """The full cloud events envelope; ``detail`` holds the event."""
     where = "jdcloud: "
     detail = required_object(obj, "detail", where)
-    region = text(obj.get("region"), "region", where)
-    pin = text(obj.get("pin"), "pin", where)
-    note = text(obj.get("id"), "id", where)
+    region = v if type(v := obj.get("region")) is str and v else absent(v, "region", where)
+    pin = v if type(v := obj.get("pin")) is str and v else absent(v, "pin", where)
+    note = v if type(v := obj.get("id")) is str and v else absent(v, "id", where)
     attributes: dict[str, str] = {}
     _copy_envelope_extras(obj, attributes)
     event = _adapt(detail, "jdcloud: detail.", parse_time, attributes, obj)
@@ -71,9 +71,10 @@ def adapt_detail(obj: JsonObject, parse_time: TimeParse,
 def _adapt(detail: JsonObject, where: str, parse_time: TimeParse, attributes: dict[str, str],
            envelope: JsonObject | None) -> InstanceEvent:
     get = detail.get
-    code = required_text(get("eventAction"), "eventAction", where)
-    state = text(get("eventState"), "eventState", where)
-    instance_id = text(get("instanceId"), "instanceId", where)
+    code = v if type(v := get("eventAction")) is str and v else required(v, "eventAction", where)
+    state = v if type(v := get("eventState")) is str and v else absent(v, "eventState", where)
+    instance_id = v if type(v := get("instanceId")) is str and v else absent(v, "instanceId",
+                                                                             where)
     if instance_id is None:
         if envelope is not None:
             instance_id = _first_resource(envelope)
@@ -90,8 +91,11 @@ def _adapt(detail: JsonObject, where: str, parse_time: TimeParse, attributes: di
     _copy_detail_extras(detail, attributes)
     event = build("jdcloud", SOURCE_DETAIL, code, "eventAction", where, instance_id, event_time,
                   state, attributes)
-    event["previous_state"] = text(get("instanceLastState"), "instanceLastState", where)
-    event["current_state"] = text(get("instanceCurrentState"), "instanceCurrentState", where)
+    last, current = get("instanceLastState"), get("instanceCurrentState")
+    event["previous_state"] = last if type(last) is str and last else absent(
+        last, "instanceLastState", where)
+    event["current_state"] = current if type(current) is str and current else absent(
+        current, "instanceCurrentState", where)
     return event
 
 

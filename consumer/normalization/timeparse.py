@@ -5,17 +5,19 @@ The vendors send, in one stream: ``2021-03-18T11:49:46+0800`` (JD envelope),
 (Alibaba ``eventTime``, ISO basic format), ``2019-04-09T04:18:26Z`` and ``2019-11-11T11:00Z``
 (Alibaba content), ``2022-06-30T14:07:23.102868Z`` (GCP), and AWS Health's RFC 1123
 ``Thu, 27 Aug 2026 13:19:03 GMT`` (read with the weekday ignored: AWS's own samples carry
-weekdays that do not match their dates). Python 3.11's ``datetime.fromisoformat`` (C) reads all of them, basic and
-extended, ``Z``, ``+0800``, ``+08:00``, fractions and a space or ``T``; what is left to do here
-is cheap: refuse what is not a date *and* a time, give zone-less times the configured zone
-(JD's local time; Asia/Shanghai by default), and turn the result into integer milliseconds
-without float rounding. Zone objects are cached; :class:`TimeParser` also remembers recent
-strings, because the notifications of one operation repeat them (publishTime, notBefore).
+weekdays that do not match their dates). Python 3.11's ``datetime.fromisoformat`` (C) reads
+all of the ISO ones, basic and extended, ``Z``, ``+0800``, ``+08:00``, fractions and a space
+or ``T``; what is left to do here is cheap: refuse what is not a date *and* a time, give
+zone-less times the configured zone (JD's local time; Asia/Shanghai by default), and turn the
+result into integer milliseconds without float rounding. Zone objects are cached;
+:class:`TimeParser` also remembers recent strings, because the notifications of one operation
+repeat them (publishTime, notBefore).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
@@ -50,6 +52,10 @@ def zone(name: str) -> tzinfo:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigError(f"unknown time zone {name!r}: use an IANA name such as "
                           f"{DEFAULT_ZONE!r}") from exc
+
+
+class TimeRangeError(TimeFormatError):
+    """A well-formed timestamp outside the accepted range (see :class:`TimeParser`)."""
 
 
 def _invalid(text: str) -> TimeFormatError:
@@ -107,17 +113,28 @@ def _rfc1123(text: str) -> int:
     return delta.days * 86_400_000 + delta.seconds * 1000
 
 
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class TimeParser:
     """``to_epoch_ms`` bound to one local zone, with a small memo of recent strings.
 
     Call the instance, or hand :attr:`parse` (a plain closure, cheaper to call) to the hot path.
     The memo is a dict cleared when full: bounded memory and no per-hit bookkeeping; two
     threads filling it at once is harmless.
+
+    With ``earliest_ms`` and ``max_future_ms``, a time before ``earliest_ms`` or more than
+    ``max_future_ms`` after ``clock()`` raises :class:`TimeRangeError`: checked once per distinct
+    string, before it is remembered (the upper bound only grows, so a remembered time stays
+    acceptable).
     """
 
     __slots__ = ("local_zone", "parse")
 
-    def __init__(self, local_zone: str | tzinfo = DEFAULT_ZONE, *, memo_size: int = 4096) -> None:
+    def __init__(self, local_zone: str | tzinfo = DEFAULT_ZONE, *, memo_size: int = 4096,
+                 earliest_ms: int | None = None, max_future_ms: int | None = None,
+                 clock: Callable[[], int] = _wall_ms) -> None:
         zone_info = zone(local_zone) if isinstance(local_zone, str) else local_zone
         self.local_zone: tzinfo = zone_info
         memo: dict[str, int] = {}
@@ -128,6 +145,12 @@ class TimeParser:
             ms = recall(text)
             if ms is None:
                 ms = to_epoch_ms(text, zone_info)
+                if (earliest_ms is not None and ms < earliest_ms) or \
+                        (max_future_ms is not None and ms > clock() + max_future_ms):
+                    shown = text if len(text) <= 64 else text[:61] + "..."
+                    raise TimeRangeError(f"{shown!r} is outside the accepted range (not before "
+                                         f"{earliest_ms} ms, at most {max_future_ms} ms ahead)",
+                                         text)
                 if len(memo) >= memo_size:
                     memo.clear()
                 memo[text] = ms

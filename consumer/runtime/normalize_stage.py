@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import structlog
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from consumer.errors import RejectedEvent
+from consumer.errors import OutOfScope, RejectedEvent
 from consumer.metrics import Metrics
-from consumer.model import event_key
+from consumer.model import SourceRef, event_key
 from consumer.normalization import Normalizer
 from consumer.runtime.loop import Emit, Headers
 from consumer.serde import Encoder
@@ -61,38 +61,46 @@ class NormalizeProcessor:
         return
 
     def process(self, messages: Sequence[Message], emit: Emit) -> None:
-        normalize = self.normalizer.normalize
+        normalize = self.normalizer.normalize_all
         encode = self.encode
         out_topic = self.normalized_topic
         labels: list[tuple[str, str, str]] = []  # counted once per batch, in C
         unknown: Counter[str] = Counter()
         rejected: Counter[str] = Counter()
+        skipped: Counter[tuple[str, str]] = Counter()
         for msg in messages:
             raw = msg.value() or b""
             try:
-                event = normalize(raw)
+                events = normalize(raw, msg.timestamp()[1])
+            except OutOfScope as exc:  # a known vendor, not an instance: counted, not an error
+                skipped[exc.vendor, exc.reason] += 1
+                continue
             except RejectedEvent as exc:
                 rejected[exc.reason] += 1
                 emit(self.dlq_topic, msg.key(), msg.value(), dlq_headers(exc, exc.reason, msg), -1)
                 log.debug("rejected", reason=exc.reason, error=str(exc), topic=msg.topic(),
                           partition=msg.partition(), offset=msg.offset())
                 continue
-            event["source"] = {"topic": msg.topic() or "", "partition": msg.partition() or 0,
-                               "offset": msg.offset() or 0}
+            source: SourceRef = {"topic": msg.topic() or "", "partition": msg.partition() or 0,
+                                 "offset": msg.offset() or 0}
             try:
-                value = encode(event)
+                values = []
+                for event in events:
+                    event["source"] = source
+                    values.append(encode(event))
             except (ValueError, TypeError, OverflowError) as exc:  # an adapter bug, not the input's
                 rejected["encoding"] += 1
                 emit(self.dlq_topic, msg.key(), msg.value(), dlq_headers(exc, "encoding", msg), -1)
                 log.error("encoding failed", error=str(exc), topic=msg.topic(),
                           partition=msg.partition(), offset=msg.offset())
                 continue
-            emit(out_topic, event_key(event).encode(), value, None, -1)
-            if event["known"]:
-                labels.append((event["vendor"], event["operation"], event["phase"] or "none"))
-            else:  # unknown codes share one label value so label cardinality stays bounded
-                labels.append((event["vendor"], "unknown", event["phase"] or "none"))
-                unknown[event["vendor"]] += 1
+            for event, value in zip(events, values, strict=True):
+                emit(out_topic, event_key(event).encode(), value, None, -1)
+                if event["known"]:
+                    labels.append((event["vendor"], event["operation"], event["phase"] or "none"))
+                else:  # unknown codes share one label value so label cardinality stays bounded
+                    labels.append((event["vendor"], "unknown", event["phase"] or "none"))
+                    unknown[event["vendor"]] += 1
         m = self.metrics
         for (vendor, operation, phase), n in Counter(labels).items():
             m.events.labels(STAGE, vendor, operation, phase).inc(n)
@@ -100,3 +108,5 @@ class NormalizeProcessor:
             m.unknown_codes.labels(vendor).inc(n)
         for reason, n in rejected.items():
             m.dlq.labels(reason).inc(n)
+        for (vendor, reason), n in skipped.items():
+            m.skipped.labels(vendor, reason).inc(n)

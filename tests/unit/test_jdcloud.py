@@ -15,9 +15,8 @@ import pytest
 
 from consumer.errors import InvalidEvent
 from consumer.model import InstanceEvent
-from consumer.normalization import Normalizer
+from consumer.normalization import Normalizer, jdcloud
 from consumer.normalization.timeparse import TimeParser
-from consumer.normalization import jdcloud
 from tests.seeds import BY_NAME, JD_SEEDS
 
 N = Normalizer()

@@ -24,8 +24,7 @@ from consumer.errors import (
     UnknownVendor,
 )
 from consumer.model import PHASES, VENDORS, InstanceEvent
-from consumer.normalization import Normalizer, detect
-from consumer.normalization import aliyun, jdcloud
+from consumer.normalization import Normalizer, aliyun, detect, jdcloud
 from tests.seeds import BY_NAME, SEEDS
 
 N = Normalizer()
