@@ -113,6 +113,16 @@ def _rfc1123(text: str) -> int:
     return delta.days * 86_400_000 + delta.seconds * 1000
 
 
+def _out_of_range(text: str, earliest_ms: int | None,
+                  max_future_ms: int | None) -> TimeRangeError:
+    shown = text if len(text) <= 64 else text[:61] + "..."
+    floor = "" if earliest_ms is None else (
+        f"not before {datetime.fromtimestamp(earliest_ms / 1000, UTC):%Y-%m-%dT%H:%M:%SZ}")
+    ahead = "" if max_future_ms is None else f"at most {max_future_ms // 86_400_000} days ahead"
+    return TimeRangeError(f"{shown!r} is outside the accepted range "
+                          f"({', '.join(p for p in (floor, ahead) if p)})", text)
+
+
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -147,10 +157,7 @@ class TimeParser:
                 ms = to_epoch_ms(text, zone_info)
                 if (earliest_ms is not None and ms < earliest_ms) or \
                         (max_future_ms is not None and ms > clock() + max_future_ms):
-                    shown = text if len(text) <= 64 else text[:61] + "..."
-                    raise TimeRangeError(f"{shown!r} is outside the accepted range (not before "
-                                         f"{earliest_ms} ms, at most {max_future_ms} ms ahead)",
-                                         text)
+                    raise _out_of_range(text, earliest_ms, max_future_ms)
                 if len(memo) >= memo_size:
                     memo.clear()
                 memo[text] = ms

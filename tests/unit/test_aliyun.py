@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import calendar
 import copy
+import time
 from datetime import datetime
 from typing import Any
 
 import pytest
 
-from consumer.errors import InvalidEvent, UnknownVendor
+from consumer.errors import InvalidEvent, OutOfScope, UnknownVendor
 from consumer.model import InstanceEvent
 from consumer.normalization import Normalizer
 from consumer.normalization.aliyun import split_arn
 from tests.seeds import ALIYUN_SEEDS, BY_NAME
+from tests.vendor_samples import ALIYUN_DEBUG, ALIYUN_DISK_STALLED_START
 
 N = Normalizer()
 
@@ -455,3 +457,96 @@ def test_eventbridge_from_another_service_is_not_ours() -> None:
     obj = eventbridge("oss:ObjectCreated:PutObject", {}, source="acs.oss")
     with pytest.raises(UnknownVendor, match=r"acs\.oss"):
         one(obj)
+
+
+# --- block storage events and the debug-subscription shape (issue #9) ---
+
+T_DISK_EVENT = 1554854461922  # 20190410T080101.922+0800 = 2019-04-10T00:01:01.922Z
+T_DISK_START = 1554858061000  # 2019-04-10T01:01:01Z
+T_DISK_FINISH = 1554858181000  # 2019-04-10T01:03:01Z
+
+
+def test_disk_times_match_the_standard_library() -> None:
+    assert stdlib_ms("2019-04-10T00:01:01.922Z") == T_DISK_EVENT
+    assert stdlib_ms("2019-04-10T01:01:01Z") == T_DISK_START
+    assert stdlib_ms("2019-04-10T01:03:01Z") == T_DISK_FINISH
+
+
+DISK_EXPECTED: dict[str, Any] = {
+    "vendor": "aliyun", "instance_id": INSTANCE, "vendor_event_code": "Disk:Stalled",
+    "operation": "disk.stalled", "known": True, "phase": "executing",
+    "vendor_status": "Executing", "event_time": T_DISK_EVENT, "region": "cn-hangzhou",
+    "account_id": ACCOUNT, "notification_id": NOTE_MASKED,
+    "vendor_event_id": "e-t4navn7********6x5no", "level": "CRITICAL", "previous_state": None,
+    "current_state": None, "publish_time": None, "not_before": None, "start_time": T_DISK_START,
+    "end_time": None, "source_format": "aliyun.cloudmonitor",
+    "attributes": {"name": "Disk:Stalled:Executing", "diskId": "d-t4ndyqve********n4ds",
+                   "device": "/dev/xvdb", "ecsInstanceName": "ecs-instance-name"},
+}
+
+
+def test_disk_stalled_names_the_instance_it_is_attached_to() -> None:
+    assert N.normalize_all(ALIYUN_DISK_STALLED_START.raw) == [DISK_EXPECTED]
+
+
+def test_disk_stalled_end_repeats_executing_and_adds_the_finish_time() -> None:
+    obj = ALIYUN_DISK_STALLED_START.obj
+    obj["eventTime"] = "20190410T080301.922+0800"
+    obj["content"]["executeFinishTime"] = "2019-04-10T01:03:01Z"
+    event = one(obj)
+    assert (event["phase"], event["vendor_status"], event["start_time"], event["end_time"]) == (
+        "executed", "Executing", T_DISK_START, T_DISK_FINISH)
+
+
+def test_disk_event_through_eventbridge() -> None:
+    data = ALIYUN_DISK_STALLED_START.obj["content"]
+    event = one(eventbridge("ecs:Disk:Stalled", data))
+    assert (event["instance_id"], event["vendor_event_code"], event["operation"]) == (
+        INSTANCE, "Disk:Stalled", "disk.stalled")
+
+
+def test_disk_event_naming_no_instance_is_out_of_scope() -> None:
+    obj = ALIYUN_DISK_STALLED_START.obj
+    del obj["content"]["ecsInstanceId"]
+    with pytest.raises(OutOfScope, match="names no instance") as info:
+        N.normalize_obj(obj)
+    assert info.value.vendor == "aliyun"
+
+
+def test_debug_subscription_shape_takes_the_record_timestamp() -> None:
+    events = N.normalize_all(ALIYUN_DEBUG.raw, received_ms=1767225600000)
+    assert events == [{
+        "vendor": "aliyun", "instance_id": INSTANCE, "vendor_event_code": "SystemFailure.Reboot",
+        "operation": "failure.reboot", "known": True, "phase": "executing",
+        "vendor_status": "Executing", "event_time": 1767225600000, "region": "cn-hangzhou",
+        "account_id": "173651113438****", "notification_id": None, "vendor_event_id": None,
+        "level": "CRITICAL", "previous_state": None, "current_state": None,
+        "publish_time": None, "not_before": None, "start_time": None, "end_time": None,
+        "source_format": "aliyun.cloudmonitor_debug",
+        "attributes": {"vmevents.event_time_source": "record_timestamp",
+                       "instanceName": "instanceName",
+                       "name": "Instance:SystemFailure.Reboot:Executing", "status": "Executing"},
+    }]
+
+
+def test_debug_subscription_shape_offline_takes_the_read_time() -> None:
+    normalizer = Normalizer(clock=lambda: 1767225600000)
+    before = time.time_ns() // 1_000_000
+    [event] = normalizer.normalize_all(ALIYUN_DEBUG.raw)
+    after = time.time_ns() // 1_000_000
+    assert before <= event["event_time"] <= after
+    assert event["attributes"]["vmevents.event_time_source"] == "read_time"
+
+
+def test_debug_shape_status_falls_back_to_the_top_level_status() -> None:
+    obj = ALIYUN_DEBUG.obj
+    obj["name"] = "Instance:SystemFailure.Reboot"
+    del obj["content"]["eventStatus"]
+    assert one(obj)["vendor_status"] == "Executing"
+
+
+def test_documented_shape_without_event_time_is_still_invalid() -> None:
+    obj = BY_NAME["ali_state_change_running"].obj
+    del obj["eventTime"]
+    with pytest.raises(InvalidEvent, match="eventTime is required"):
+        N.normalize_obj(obj)
