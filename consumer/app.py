@@ -46,7 +46,9 @@ def normalize_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
     encode = value_encoder(settings, schemas["InstanceEvent"], settings.normalized_topic)
     processor = NormalizeProcessor(
         Normalizer(default_timezone=settings.default_timezone,
-                   max_payload_bytes=settings.max_message_bytes),
+                   max_payload_bytes=settings.max_message_bytes,
+                   min_event_time_ms=settings.min_event_time_ms,
+                   max_future_ms=settings.max_future_days * 86_400_000),
         encode, settings.normalized_topic, settings.dlq_topic, metrics)
     return StageLoop(settings, processor, settings.raw_topics, settings.normalize_group,
                      metrics, health)

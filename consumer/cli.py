@@ -47,7 +47,9 @@ def cmd_normalize(args: argparse.Namespace, settings: Settings) -> int:
     time its line was read, and says so in its attributes.
     """
     normalizer = Normalizer(default_timezone=settings.default_timezone,
-                            max_payload_bytes=settings.max_message_bytes)
+                            max_payload_bytes=settings.max_message_bytes,
+                            min_event_time_ms=settings.min_event_time_ms,
+                            max_future_ms=settings.max_future_days * 86_400_000)
     ts = timestamp_fields(load_schemas(settings.schema_dir)["InstanceEvent"].raw)
     out = sys.stdout.buffer
     bad = 0

@@ -9,6 +9,7 @@ is passed to librdkafka as ``<name>`` with ``_`` turned into ``.`` (``KAFKA_SASL
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import zoneinfo
@@ -54,6 +55,8 @@ class Settings:
     transaction_timeout_ms: int = 60_000
     default_timezone: str = "Asia/Shanghai"
     max_message_bytes: int = 1_048_576
+    min_event_time_ms: int = 946_684_800_000  # 2000-01-01T00:00:00Z
+    max_future_days: int = 366
     metrics_port: int = 8080
     metrics_host: str = "0.0.0.0"
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -87,6 +90,16 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0,
         bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
         raise ConfigError(f"{name}={value} must be {bound}")
     return value
+
+
+def _date_ms(env: Mapping[str, str], name: str, default: str) -> int:
+    """A UTC date (``2000-01-01``) as epoch milliseconds."""
+    raw = env.get(name, "").strip() or default
+    try:
+        day = datetime.date.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a date (YYYY-MM-DD)") from None
+    return (day - datetime.date(1970, 1, 1)).days * 86_400_000
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -182,6 +195,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         transaction_timeout_ms=_int(env, "VMEVENTS_TRANSACTION_TIMEOUT_MS", 60_000, minimum=1000),
         default_timezone=tz,
         max_message_bytes=_int(env, "VMEVENTS_MAX_MESSAGE_BYTES", 1_048_576, minimum=1024),
+        min_event_time_ms=_date_ms(env, "VMEVENTS_MIN_EVENT_TIME", "2000-01-01"),
+        max_future_days=_int(env, "VMEVENTS_MAX_FUTURE_DAYS", 366, minimum=0, maximum=36_500),
         metrics_port=_int(env, "VMEVENTS_METRICS_PORT", 8080, minimum=0, maximum=65535),
         metrics_host=env.get("VMEVENTS_METRICS_HOST", "0.0.0.0"),
         log_format="json" if log_format == "json" else "console" if log_format == "console" else "auto",

@@ -60,3 +60,13 @@ def test_bad_values_name_the_variable(env: dict[str, str], needle: str) -> None:
 def test_schema_dir_must_hold_the_schemas(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"holds no InstanceEvent\.avsc"):
         load_settings({"VMEVENTS_SCHEMA_DIR": str(tmp_path)})
+
+
+def test_event_time_range_settings() -> None:
+    settings = load_settings({"VMEVENTS_MIN_EVENT_TIME": "2010-01-01",
+                              "VMEVENTS_MAX_FUTURE_DAYS": "30"})
+    assert settings.min_event_time_ms == 1_262_304_000_000  # 2010-01-01T00:00:00Z
+    assert settings.max_future_days == 30
+    assert load_settings({}).min_event_time_ms == 946_684_800_000  # 2000-01-01
+    with pytest.raises(ConfigError, match="VMEVENTS_MIN_EVENT_TIME='2010-13-01' is not a date"):
+        load_settings({"VMEVENTS_MIN_EVENT_TIME": "2010-13-01"})
