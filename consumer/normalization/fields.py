@@ -26,7 +26,7 @@ from typing import Final, NoReturn, TypeAlias
 import orjson
 
 from consumer.errors import InvalidEvent, InvalidTime, RejectedEvent
-from consumer.model import InstanceEvent, Phase, Vendor
+from consumer.model import InstanceEvent, Vendor
 from consumer.normalization.operations import OPERATIONS, STATUS_PHASES, mechanical_operation, phase_of
 from consumer.normalization.timeparse import TimeFormatError, TimeRangeError
 
@@ -220,14 +220,6 @@ def arrival_time(received_ms: int | None, attributes: dict[str, str]) -> int:
         return received_ms
     attributes[ATTR_TIME_SOURCE] = "read_time"
     return time.time_ns() // 1_000_000
-
-
-def phase_named(phase: str) -> Phase:
-    """A phase spelt in the canonical vocabulary (for vendor modules deriving their own)."""
-    known = phase_of(phase)
-    if known is None:
-        raise ValueError(f"not a phase: {phase}")
-    return known
 
 
 # -- checks on every event, whatever the vendor --------------------------------------------
