@@ -108,7 +108,9 @@ def _adapt(top: JsonObject, body: JsonObject, where: str, parse_time: TimeParse,
     account = v if type(v := top.get(account_key)) is str and v else absent(v, account_key,
                                                                             outer)
     note = v if type(v := top.get("id")) is str and v else absent(v, "id", outer)
-    level = text(top.get(level_key), level_key, outer) if level_key is not None else None
+    level = top.get(level_key) if level_key is not None else None
+    if type(level) is not str or not level:
+        level = absent(level, "level", outer)
     attributes: dict[str, str] = {}
     event_time = time_or_none(top.get(time_key), time_key, outer, parse_time)
     if event_time is None:
@@ -124,7 +126,7 @@ def _adapt(top: JsonObject, body: JsonObject, where: str, parse_time: TimeParse,
     state = v if type(v := get("state")) is str and v else absent(v, "state", where)
     instance_id = v if type(v := get("instanceId")) is str and v else absent(v, "instanceId",
                                                                              where)
-    disk = name.startswith("Disk:", name.find(":") + 1 if prefixes else 0)
+    disk = name.startswith("Disk:", len("ecs:") if prefixes else 0)
     if disk:
         instance_id = text(get("ecsInstanceId"), "ecsInstanceId", where)
         if instance_id is None:

@@ -243,8 +243,9 @@ def bad_identifier(value: str) -> str | None:
     return "holds control or format characters"
 
 
-_get_ids: Final = itemgetter("instance_id", "vendor_event_code", *_ID_FIELDS)
-_FAST_JOINED_LENGTH: Final = MAX_ID_LENGTH + 5  # six fields, five separators
+IDENTIFIERS: Final = ("instance_id", "vendor_event_code", *_ID_FIELDS)
+_get_ids: Final = itemgetter(*IDENTIFIERS)
+_FAST_JOINED_LENGTH: Final = MAX_ID_LENGTH + len(IDENTIFIERS) - 1  # all short, with separators
 
 
 def check_event(event: InstanceEvent, lowest: int, highest: int) -> None:
@@ -258,8 +259,7 @@ def check_event(event: InstanceEvent, lowest: int, highest: int) -> None:
     """
     a, b, c, d, e, f = _get_ids(event)
     joined = f"{a}|{b}|{c}|{d}|{e}|{f}"  # None shows as "None": a valid identifier
-    if not (len(joined) <= _FAST_JOINED_LENGTH and joined.isprintable() and joined[0] != " "
-            and "| " not in joined):
+    if not (len(joined) <= _FAST_JOINED_LENGTH and joined.isprintable() and " " not in joined):
         _check_identifiers(event)
     when = event["event_time"]
     if not lowest <= when <= highest:
@@ -268,7 +268,7 @@ def check_event(event: InstanceEvent, lowest: int, highest: int) -> None:
 
 
 def _check_identifiers(event: InstanceEvent) -> None:
-    for key in ("instance_id", "vendor_event_code", *_ID_FIELDS):
+    for key in IDENTIFIERS:
         value = event[key]
         why = bad_identifier(value) if isinstance(value, str) else None
         if why is not None:

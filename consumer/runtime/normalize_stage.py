@@ -83,11 +83,10 @@ class NormalizeProcessor:
                 continue
             source: SourceRef = {"topic": msg.topic() or "", "partition": msg.partition() or 0,
                                  "offset": msg.offset() or 0}
+            for event in events:
+                event["source"] = source
             try:
-                values = []
-                for event in events:
-                    event["source"] = source
-                    values.append(encode(event))
+                values = [encode(event) for event in events]
             except (ValueError, TypeError, OverflowError) as exc:  # an adapter bug, not the input's
                 rejected["encoding"] += 1
                 emit(self.dlq_topic, msg.key(), msg.value(), dlq_headers(exc, "encoding", msg), -1)
