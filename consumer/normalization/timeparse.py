@@ -83,7 +83,7 @@ def to_epoch_ms(text: str, local_zone: tzinfo = UTC) -> int:
         try:  # RFC 3339 allows lower-case 't' and 'z'; rare, so only on the slow path
             d = _fromisoformat(text.upper())
         except ValueError:
-            raise _invalid(text) from None
+            return _rfc1123(text)
     if d.tzinfo is None:
         offset = local_zone.utcoffset(d)
         delta = d - _EPOCH_NAIVE if offset is None else d - _EPOCH_NAIVE - offset
