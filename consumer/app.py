@@ -17,7 +17,7 @@ from consumer.correlator import CorrelatorConfig
 from consumer.errors import KafkaRuntimeError
 from consumer.http import Health, HealthServer
 from consumer.metrics import Metrics
-from consumer.normalize import Normalizer
+from consumer.normalization import Normalizer
 from consumer.runtime.clients import (
     check_reachable,
     ensure_topics,
@@ -47,7 +47,9 @@ def normalize_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
     encode = value_encoder(settings, schemas["InstanceEvent"], settings.normalized_topic)
     processor = NormalizeProcessor(
         Normalizer(default_timezone=settings.default_timezone,
-                   max_payload_bytes=settings.max_message_bytes),
+                   max_payload_bytes=settings.max_message_bytes,
+                   min_event_time_ms=settings.min_event_time_ms,
+                   max_future_ms=settings.max_future_days * 86_400_000),
         encode, settings.normalized_topic,
         DeadLetters(settings.dlq_topic, "normalize",
                     max_record_bytes(settings, settings.dlq_topic), metrics),

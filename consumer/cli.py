@@ -16,10 +16,10 @@ import orjson
 
 from consumer import __version__, dlq, tail
 from consumer.config import Settings, load_settings
-from consumer.errors import ConfigError, InputError, KafkaRuntimeError, RejectedEvent
+from consumer.errors import ConfigError, InputError, KafkaRuntimeError, OutOfScope, RejectedEvent
 from consumer.jsonout import timestamp_fields, to_json_line
 from consumer.logs import configure
-from consumer.normalize import Normalizer
+from consumer.normalization import Normalizer
 from consumer.redact import redact
 from consumer.serde import load_schemas
 
@@ -40,9 +40,16 @@ def _open_input(path: str) -> Iterator[BinaryIO]:
 
 
 def cmd_normalize(args: argparse.Namespace, settings: Settings) -> int:
-    """Raw vendor events (JSON lines) -> normalized records (JSON lines); rejects on stderr."""
+    """Raw vendor events (JSON lines) -> normalized records (JSON lines); rejects on stderr.
+
+    No line ends the command: every rejection (and every out-of-scope event, which is not one)
+    is one JSON line on stderr naming the input line. A payload without an event time gets the
+    time its line was read, and says so in its attributes.
+    """
     normalizer = Normalizer(default_timezone=settings.default_timezone,
-                            max_payload_bytes=settings.max_message_bytes)
+                            max_payload_bytes=settings.max_message_bytes,
+                            min_event_time_ms=settings.min_event_time_ms,
+                            max_future_ms=settings.max_future_days * 86_400_000)
     ts = timestamp_fields(load_schemas(settings.schema_dir)["InstanceEvent"].raw)
     out = sys.stdout.buffer
     bad = 0
@@ -51,13 +58,19 @@ def cmd_normalize(args: argparse.Namespace, settings: Settings) -> int:
             if not line.strip():
                 continue
             try:
-                event = normalizer.normalize(line)
+                events = normalizer.normalize_all(line)
+            except OutOfScope as exc:
+                sys.stderr.buffer.write(orjson.dumps(
+                    {"line": lineno, "reason": exc.reason, "vendor": exc.vendor,
+                     "error": str(exc)}) + b"\n")
+                continue
             except RejectedEvent as exc:
                 bad += 1
                 sys.stderr.buffer.write(orjson.dumps(
                     {"line": lineno, "reason": exc.reason, "error": str(exc)}) + b"\n")
                 continue
-            out.write(to_json_line(event, ts))
+            for event in events:
+                out.write(to_json_line(event, ts))
     out.flush()
     return 1 if bad and args.strict else 0
 

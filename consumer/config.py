@@ -10,6 +10,7 @@ masked (:mod:`consumer.redact`).
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import zoneinfo
@@ -62,6 +63,8 @@ class Settings:
     shutdown_timeout_s: int = 20
     default_timezone: str = "Asia/Shanghai"
     max_message_bytes: int = 1_048_576
+    min_event_time_ms: int = 946_684_800_000  # 2000-01-01T00:00:00Z
+    max_future_days: int = 366
     metrics_port: int = 8080
     metrics_host: str = "0.0.0.0"
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -106,6 +109,16 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0,
         bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
         raise ConfigError(f"{name}={value} must be {bound}")
     return value
+
+
+def _date_ms(env: Mapping[str, str], name: str, default: str) -> int:
+    """A UTC date (``2000-01-01``) as epoch milliseconds."""
+    raw = env.get(name, "").strip() or default
+    try:
+        day = datetime.date.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a date (YYYY-MM-DD)") from None
+    return (day - datetime.date(1970, 1, 1)).days * 86_400_000
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -273,6 +286,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         default_timezone=c(lambda: _timezone(env), "UTC"),
         max_message_bytes=c(lambda: _int(env, "VMEVENTS_MAX_MESSAGE_BYTES", 1_048_576,
                                          minimum=1024), 1_048_576),
+        min_event_time_ms=c(lambda: _date_ms(env, "VMEVENTS_MIN_EVENT_TIME", "2000-01-01"),
+                            946_684_800_000),
+        max_future_days=c(lambda: _int(env, "VMEVENTS_MAX_FUTURE_DAYS", 366, minimum=0,
+                                       maximum=36_500), 366),
         metrics_port=c(lambda: _int(env, "VMEVENTS_METRICS_PORT", 8080, minimum=0, maximum=65535), 0),
         metrics_host=env.get("VMEVENTS_METRICS_HOST", "0.0.0.0"),
         log_format="json" if log_format == "json" else "console" if log_format == "console" else "auto",

@@ -14,7 +14,7 @@ from consumer.correlation import (
     parse_duration,
 )
 from consumer.correlation.transitions import DERIVED_OPS
-from consumer.operations import OPERATIONS
+from consumer.normalization.operations import OPERATIONS
 
 UNKNOWN_OPERATION = "unknown"
 """Outcomes of vendor codes not in the table share this operation name in topic names and metric

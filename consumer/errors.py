@@ -46,6 +46,24 @@ class PayloadTooLarge(RejectedEvent):
     reason = "too_large"
 
 
+class InvalidTime(RejectedEvent):
+    """A time no Avro reader could decode, or no vendor could mean (see the normalizer's range)."""
+
+    reason = "invalid_time"
+
+
+class OutOfScope(RejectedEvent):
+    """A valid event of a vendor we know that is not about an instance (an RDS Health event, a
+    Cloud Storage audit entry): skipped and counted, never sent to the DLQ. A RejectedEvent so
+    that a caller that does not know it still reports it rather than losing it."""
+
+    reason = "out_of_scope"
+
+    def __init__(self, message: str, *, vendor: str) -> None:
+        super().__init__(message)
+        self.vendor = vendor
+
+
 class KafkaRuntimeError(VmeventsError):
     """A Kafka error seen by the runtime, with librdkafka's code and whether a retry can help."""
 

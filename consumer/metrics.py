@@ -94,8 +94,12 @@ class Metrics:
             "vmevents_dlq", "Input records sent to the dead letter topic, by reason (each record once).",
             ["reason"], registry=r)
         for reason in ("malformed_json", "not_an_object", "unknown_vendor", "invalid_event",
-                       "too_large", "encoding", "undecodable"):
+                       "invalid_time", "too_large", "encoding", "undecodable"):
             self.dlq.labels(reason)
+        self.skipped = Counter(
+            "vmevents_skipped", "Valid events of a known vendor that are not about an instance "
+            "(another service, no instance named): skipped, not dead-lettered.",
+            ["vendor", "reason"], registry=r)
         self.unknown_codes = Counter(
             "vmevents_unknown_codes", "Events whose vendor code is not in the operation table.",
             ["vendor"], registry=r)

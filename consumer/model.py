@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Final, Literal, NotRequired, TypedDict
 
-Vendor = Literal["jdcloud", "aliyun"]
-VENDORS: Final = ("jdcloud", "aliyun")
+Vendor = Literal["jdcloud", "aliyun", "aws", "gcp"]
+VENDORS: Final = ("jdcloud", "aliyun", "aws", "gcp")
 
 Phase = Literal[
     "scheduled", "inquiring", "executing", "executed", "avoided", "canceled", "failed"

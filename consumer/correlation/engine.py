@@ -37,6 +37,7 @@ from consumer.correlation.outcome import ATTR_CLOCK_SKEW, ATTR_EVICTED, Outcome,
 from consumer.correlation.state import DoneMarker, OpState, PendingOp
 from consumer.correlation.store import StateStore
 from consumer.correlation.transitions import (
+    CODE_PAIRS,
     LIFECYCLE_CODE,
     LIFECYCLE_OPS,
     OPENERS,
@@ -56,6 +57,8 @@ Clock = Callable[[], int]
 _PHASE_INPUT = dict(PHASE_INPUT)
 _OPENERS = dict(OPENERS)
 _SINGLE_STATES = dict(SINGLE_STATES)
+_SHARED_KEYS = {**{opener: opener for opener in CODE_PAIRS},
+                **{closer: opener for opener, closer in CODE_PAIRS.items()}}
 
 
 class Step(NamedTuple):
@@ -126,11 +129,13 @@ class Correlator:
             self._single(event, now, out, event["operation"], None)
             return out
         inp, end_kind = role
-        eid = event["vendor_event_id"]
+        code = event["vendor_event_code"]
+        shared = _SHARED_KEYS.get(code)  # two vendor codes telling one operation
+        eid = event["vendor_event_id"] if shared is None else None
         if eid is None:
-            key = f"{event['vendor']}|{event['instance_id']}|{event['vendor_event_code']}"
+            key = f"{event['vendor']}|{event['instance_id']}|{shared or code}"
         else:
-            key = f"{event['vendor']}|{event['instance_id']}|{event['vendor_event_code']}|{eid}"
+            key = f"{event['vendor']}|{event['instance_id']}|{code}|{eid}"
         if inp is _START:
             when = event["start_time"]
         elif inp is _NOTICE:

@@ -33,6 +33,15 @@ ENDED                 RENOTICE / PAIR         REEND / REEND
   first end wins (the conflict is counted). Without one, the older end belongs to an earlier
   operation whose start was lost: it is emitted now without a start.
 
+Operations told by two vendor codes
+-----------------------------------
+
+``CODE_PAIRS`` maps a code that opens an operation to the code that ends it, where the vendor
+reports the two halves as separate operations with their own ids: GCP's ``hostError`` (the host
+failed, the instance went down) and the ``automaticRestart`` that follows it are one failure
+reboot. Both are keyed by vendor + instance + the opening code, without the event id, and pair
+by the table above like any start and end.
+
 Lifecycle (``StateChange``)
 ---------------------------
 
@@ -106,6 +115,11 @@ PHASE_INPUT: Final[Mapping[str, tuple[Input, OutcomeKind | None]]] = MappingProx
 })
 """Phase -> (input, outcome of an end). A phase not listed (``unknown``) makes the notification a
 single observed one: guessing its role could pair it wrongly."""
+
+CODE_PAIRS: Final[Mapping[str, str]] = MappingProxyType({
+    "compute.instances.hostError": "compute.instances.automaticRestart",
+})
+"""Opening vendor code -> the vendor code that ends its operation (see the module doc)."""
 
 # -- lifecycle -------------------------------------------------------------------------------
 

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 import structlog
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from consumer.errors import PayloadTooLarge, RejectedEvent
+from consumer.errors import OutOfScope, PayloadTooLarge, RejectedEvent
 from consumer.metrics import Metrics
-from consumer.model import event_key
-from consumer.normalize import Normalizer
+from consumer.model import SourceRef, event_key
+from consumer.normalization import Normalizer
 from consumer.runtime.deadletter import DeadLetters, record_size, usable_bytes
 from consumer.runtime.loop import Emit
 from consumer.serde import Encoder
@@ -61,12 +61,13 @@ class NormalizeProcessor:
         return
 
     def process(self, messages: Sequence[Message], emit: Emit) -> None:
-        normalize = self.normalizer.normalize
+        normalize = self.normalizer.normalize_all
         encode = self.encode
         out_topic = self.normalized_topic
         budget = self.output_budget
         labels: list[tuple[str | None, str, str]] = []  # counted once per batch, in C
         unknown: Counter[str] = Counter()
+        skipped: Counter[tuple[str, str]] = Counter()
         dead: list[Message] = []
         reasons: list[str] = []
 
@@ -78,37 +79,46 @@ class NormalizeProcessor:
         for msg in messages:
             raw = msg.value() or b""
             try:
-                event = normalize(raw)
+                events = normalize(raw, msg.timestamp()[1])
+            except OutOfScope as exc:  # a known vendor, not an instance: counted, not an error
+                skipped[exc.vendor, exc.reason] += 1
+                continue
             except RejectedEvent as exc:
                 reject(msg, exc.reason, exc)
                 log.debug("rejected", reason=exc.reason, error=str(exc), topic=msg.topic(),
                           partition=msg.partition(), offset=msg.offset())
                 continue
-            event["source"] = {"topic": msg.topic() or "", "partition": msg.partition() or 0,
-                               "offset": msg.offset() or 0}
+            source: SourceRef = {"topic": msg.topic() or "", "partition": msg.partition() or 0,
+                                 "offset": msg.offset() or 0}
+            for event in events:
+                event["source"] = source
             try:
-                value = encode(event)
+                values = [encode(event) for event in events]
             except (ValueError, TypeError, OverflowError) as exc:  # an adapter bug, not the input's
                 reject(msg, "encoding", exc)
                 log.error("encoding failed", error=str(exc), topic=msg.topic(),
                           partition=msg.partition(), offset=msg.offset())
                 continue
-            key = event_key(event).encode()
-            if record_size(key, value, []) > budget:
+            keys = [event_key(event).encode() for event in events]
+            too_big = max(record_size(k, v, []) for k, v in zip(keys, values, strict=True))
+            if too_big > budget:  # all of a record's events go, or none: it is one DLQ record
                 reject(msg, "too_large", PayloadTooLarge(
-                    f"normalized event of {len(value)} bytes exceeds what {out_topic} accepts "
+                    f"normalized event of {too_big} bytes exceeds what {out_topic} accepts "
                     f"({budget} bytes)"))
                 continue
-            emit(out_topic, key, value, None, -1)
-            if event["known"]:
-                labels.append((event["vendor"], event["operation"], event["phase"] or "none"))
-            else:  # unknown codes share one label value so label cardinality stays bounded
-                labels.append((event["vendor"], "unknown", event["phase"] or "none"))
-                unknown[event["vendor"]] += 1
+            for event, key, value in zip(events, keys, values, strict=True):
+                emit(out_topic, key, value, None, -1)
+                if event["known"]:
+                    labels.append((event["vendor"], event["operation"], event["phase"] or "none"))
+                else:  # unknown codes share one label value so label cardinality stays bounded
+                    labels.append((event["vendor"], "unknown", event["phase"] or "none"))
+                    unknown[event["vendor"]] += 1
         m = self.metrics
         for (vendor, operation, phase), n in Counter(labels).items():
             m.events.labels(STAGE, *m.event_labels(vendor, operation, phase)).inc(n)
         for vendor, n in unknown.items():
             m.unknown_codes.labels(*m.vendor_labels(vendor)).inc(n)
+        for (vendor, reason), n in skipped.items():
+            m.skipped.labels(*m.vendor_labels(vendor), reason).inc(n)
         if dead:
             self.dead_letters.count(dead, reasons)

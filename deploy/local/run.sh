@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make run`: a local broker, the seed documents' events replayed, both stages consuming, metrics up.
+# `make run`: a local broker, the seed documents' events and the AWS/GCP samples replayed, both
+# stages consuming, metrics up.
 # Uses KAFKA_BOOTSTRAP_SERVERS (and SCHEMA_REGISTRY_URL) when set; otherwise starts Apache Kafka and
 # Apicurio Registry from Maven Central, or Tansu (in memory) on a machine without Java. Ctrl-C stops
 # the stages cleanly and then the local stack, also when our output went to a pipe that is gone
@@ -35,6 +36,7 @@ fi
 
 "$VMEVENTS" replay deploy/local/samples/seed-events.jsonl
 "$VMEVENTS" replay deploy/local/samples/synthetic-events.jsonl
+"$VMEVENTS" replay deploy/local/samples/aws-gcp-events.jsonl
 
 cat <<MSG
 

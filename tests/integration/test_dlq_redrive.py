@@ -19,7 +19,7 @@ from consumer.errors import InvalidEvent
 from consumer.http import Health
 from consumer.metrics import Metrics
 from consumer.model import InstanceEvent
-from consumer.normalize import Normalizer
+from consumer.normalization import Normalizer
 from consumer.serde import Decoder, load_schemas
 from tests.integration.kafkatools import ROOT, committed_total, headers_of, read_all
 from tests.integration.test_normalize_stage import in_process_stage, run_in_thread
@@ -34,11 +34,11 @@ class AliyunAdapterBug:
     def __init__(self, inner: Normalizer) -> None:
         self.inner = inner
 
-    def normalize(self, raw: bytes) -> InstanceEvent:
-        event = self.inner.normalize(raw)
-        if event["vendor"] == "aliyun":
+    def normalize_all(self, raw: bytes, record_time_ms: int | None = None) -> list[InstanceEvent]:
+        events = self.inner.normalize_all(raw, record_time_ms)
+        if any(event["vendor"] == "aliyun" for event in events):
             raise InvalidEvent("adapter bug: aliyun payload rejected")
-        return event
+        return events
 
 
 def end_offset(bootstrap: str, topic: str) -> int:

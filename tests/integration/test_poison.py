@@ -27,7 +27,7 @@ from consumer.app import correlate_loop, normalize_loop
 from consumer.config import Settings, load_settings
 from consumer.http import Health
 from consumer.metrics import Metrics
-from consumer.normalize import Normalizer
+from consumer.normalization import Normalizer
 from consumer.runtime.clients import registry_fetcher, value_encoder
 from consumer.serde import Decoder, load_schemas, single_object_encoder
 from tests.integration.kafkatools import (

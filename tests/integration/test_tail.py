@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Producer
 
 from consumer.config import Settings, load_settings
-from consumer.normalize import Normalizer
+from consumer.normalization import Normalizer
 from consumer.runtime.clients import value_encoder
 from consumer.serde import load_schemas
 from consumer.tail import TailOptions, parse_time, tail

@@ -8,17 +8,26 @@ from __future__ import annotations
 
 import calendar
 import copy
+import time
 from datetime import datetime
 from typing import Any
 
 import pytest
 
-from consumer.errors import InvalidEvent, UnknownVendor
-from consumer.normalize import Normalizer
-from consumer.vendors.aliyun import split_arn
+from consumer.errors import InvalidEvent, OutOfScope, UnknownVendor
+from consumer.model import InstanceEvent
+from consumer.normalization import Normalizer
+from consumer.normalization.aliyun import split_arn
 from tests.seeds import ALIYUN_SEEDS, BY_NAME
+from tests.vendor_samples import ALIYUN_DEBUG, ALIYUN_DISK_STALLED_START
 
 N = Normalizer()
+
+
+def one(obj: object) -> InstanceEvent:
+    """The one event of a parsed payload (the normalizer returns a list)."""
+    [event] = N.normalize_obj(obj)
+    return event
 
 INSTANCE = "i-bp1ecr********5go2go"
 ACCOUNT = "169070********30"
@@ -186,7 +195,7 @@ def system_event(name: str, **content: Any) -> dict[str, Any]:
 def test_appendix_name_alone(name: str) -> None:
     """Without eventType/eventStatus in content, the name says what it is."""
     _, code, status = name.split(":")
-    event = N.normalize_obj(system_event(name))
+    event = one(system_event(name))
     assert (event["vendor_event_code"], event["operation"], event["known"]) == (
         code, APPENDIX_OPERATIONS[code], True)
     assert (event["phase"], event["vendor_status"]) == (status.lower(), status)
@@ -195,7 +204,7 @@ def test_appendix_name_alone(name: str) -> None:
 @pytest.mark.parametrize("name", APPENDIX_NAMES)
 def test_appendix_name_with_content(name: str) -> None:
     _, code, status = name.split(":")
-    event = N.normalize_obj(system_event(name, eventType=code, eventStatus=status,
+    event = one(system_event(name, eventType=code, eventStatus=status,
                                          executeStartTime="2019-04-12T01:01:01Z",
                                          executeFinishTime="2019-04-12T01:03:01Z"))
     assert (event["operation"], event["phase"]) == (APPENDIX_OPERATIONS[code], status.lower())
@@ -206,23 +215,23 @@ def test_appendix_name_with_content(name: str) -> None:
 def test_content_event_type_wins_over_name() -> None:
     obj = system_event("Instance:SystemMaintenance.Reboot:Executing",
                        eventType="SystemFailure.Redeploy", eventStatus="Executed")
-    event = N.normalize_obj(obj)
+    event = one(obj)
     assert (event["vendor_event_code"], event["phase"]) == ("SystemFailure.Redeploy", "executed")
 
 
 def test_undocumented_status_of_a_known_code_keeps_its_phase() -> None:
-    event = N.normalize_obj(system_event("Instance:SystemFailure.Reboot:Scheduled"))
+    event = one(system_event("Instance:SystemFailure.Reboot:Scheduled"))
     assert (event["known"], event["phase"], event["vendor_status"]) == (
         True, "scheduled", "Scheduled")
 
 
 def test_unknown_status_is_null_phase_with_vendor_status() -> None:
-    event = N.normalize_obj(system_event("Instance:SystemMaintenance.Reboot:Paused"))
+    event = one(system_event("Instance:SystemMaintenance.Reboot:Paused"))
     assert (event["phase"], event["vendor_status"]) == (None, "Paused")
 
 
 def test_unknown_event_type_is_mechanical() -> None:
-    event = N.normalize_obj(system_event("Instance:SystemMaintenance.Stop:Scheduled"))
+    event = one(system_event("Instance:SystemMaintenance.Stop:Scheduled"))
     assert (event["vendor_event_code"], event["operation"], event["known"], event["phase"]) == (
         "SystemMaintenance.Stop", "system_maintenance.stop", False, "scheduled")
 
@@ -230,7 +239,7 @@ def test_unknown_event_type_is_mechanical() -> None:
 def test_account_region_instance_fall_back_to_the_arn() -> None:
     obj = BY_NAME["ali_performance_mode_change"].obj
     del obj["userId"], obj["regionId"], obj["content"]["instanceId"]
-    event = N.normalize_obj(obj)
+    event = one(obj)
     assert (event["account_id"], event["region"], event["instance_id"]) == (
         ACCOUNT, "cn-hangzhou", INSTANCE)
 
@@ -239,7 +248,7 @@ def test_state_change_instance_comes_from_content_resource_id() -> None:
     obj = BY_NAME["ali_state_change_running"].obj
     obj["content"]["resourceId"] = "i-other"
     obj["content"]["state"] = "Stopping"
-    event = N.normalize_obj(obj)
+    event = one(obj)
     assert (event["instance_id"], event["current_state"]) == ("i-other", "Stopping")
 
 
@@ -248,7 +257,7 @@ def test_no_instance_anywhere_is_invalid() -> None:
     del obj["content"]["instanceId"]
     obj["resourceId"] = "acs:ecs:cn-hangzhou:1:disk/d-1"
     with pytest.raises(InvalidEvent, match="instanceId is required"):
-        N.normalize_obj(obj)
+        one(obj)
 
 
 @pytest.mark.parametrize(
@@ -271,13 +280,13 @@ def test_wrong_types_are_invalid(path: tuple[str, ...], value: Any, message: str
         target = target[key]
     target[path[-1]] = value
     with pytest.raises(InvalidEvent, match=message):
-        N.normalize_obj(obj)
+        one(obj)
 
 
 def test_other_products_are_not_ours() -> None:
     obj = BY_NAME["ali_state_change_running"].obj | {"product": "RDS"}
     with pytest.raises(UnknownVendor, match="RDS"):
-        N.normalize_obj(obj)
+        one(obj)
 
 
 @pytest.mark.parametrize(
@@ -343,7 +352,7 @@ REBOOT_EXECUTED_DATA = {
 
 def test_eventbridge_system_event_with_status_in_type() -> None:
     obj = eventbridge("ecs:Instance:SystemMaintenance.Reboot:Executed", REBOOT_EXECUTED_DATA)
-    assert N.normalize_obj(obj) == {
+    assert one(obj) == {
         "vendor": "aliyun",
         "instance_id": INSTANCE,
         "vendor_event_code": "SystemMaintenance.Reboot",
@@ -371,27 +380,27 @@ def test_eventbridge_system_event_with_status_in_type() -> None:
 def test_eventbridge_system_event_type_without_status() -> None:
     """EventBridge's own event type list spells system events without the status suffix."""
     data = REBOOT_EXECUTED_DATA | {"eventType": "SystemFailure.Reboot", "eventStatus": "Executing"}
-    event = N.normalize_obj(eventbridge("ecs:Instance:SystemFailure.Reboot", data))
+    event = one(eventbridge("ecs:Instance:SystemFailure.Reboot", data))
     assert (event["operation"], event["phase"], event["vendor_status"]) == (
         "failure.reboot", "executing", "Executing")
 
 
 def test_eventbridge_status_in_data_wins_over_type_suffix() -> None:
     data = REBOOT_EXECUTED_DATA | {"eventStatus": "Avoided"}
-    event = N.normalize_obj(eventbridge("ecs:Instance:SystemMaintenance.Reboot:Scheduled", data))
+    event = one(eventbridge("ecs:Instance:SystemMaintenance.Reboot:Scheduled", data))
     assert event["phase"] == "avoided"
 
 
 def test_eventbridge_code_from_type_when_data_has_none() -> None:
     data = {k: v for k, v in REBOOT_EXECUTED_DATA.items() if k not in ("eventType", "eventStatus")}
-    event = N.normalize_obj(eventbridge("ecs:Instance:SystemMaintenance.Redeploy:Canceled", data))
+    event = one(eventbridge("ecs:Instance:SystemMaintenance.Redeploy:Canceled", data))
     assert (event["operation"], event["phase"]) == ("maintenance.redeploy", "canceled")
 
 
 def test_eventbridge_state_change() -> None:
     data = {"resourceId": INSTANCE, "resourceType": "ALIYUN::ECS::Instance", "state": "Running"}
     obj = eventbridge("ecs:Instance:StateChange", data, time="2019-04-09T04:18:26.922Z")
-    assert N.normalize_obj(obj) == {
+    assert one(obj) == {
         "vendor": "aliyun", "instance_id": INSTANCE, "vendor_event_code": "StateChange",
         "operation": "lifecycle.state_change", "known": True, "phase": None,
         "vendor_status": None, "event_time": T_0409_EVENT[0], "region": "cn-hangzhou",
@@ -406,12 +415,12 @@ def test_eventbridge_state_change() -> None:
 
 def test_eventbridge_live_migration_and_burstable() -> None:
     lm = BY_NAME["ali_live_migration_accomplished"].obj["content"]
-    event = N.normalize_obj(eventbridge("ecs:Instance:LiveMigrationAcrossDDH", lm))
+    event = one(eventbridge("ecs:Instance:LiveMigrationAcrossDDH", lm))
     assert (event["phase"], event["start_time"], event["end_time"]) == (
         "executed", T_LM_START[0], T_LM_END[0])
     assert event["attributes"]["destinationDedicatedHostId"] == "dh-2ze3lm********t8nr83"
     burst = BY_NAME["ali_burstable_restricted"].obj["content"]
-    event = N.normalize_obj(eventbridge("ecs:Instance:BurstablePerformanceRestricted", burst))
+    event = one(eventbridge("ecs:Instance:BurstablePerformanceRestricted", burst))
     assert (event["operation"], event["start_time"], event["end_time"]) == (
         "burstable.performance_restricted", T_INTERVAL_START[0], T_INTERVAL_END[0])
 
@@ -421,7 +430,7 @@ def test_eventbridge_subject_fallbacks() -> None:
     obj = eventbridge("ecs:Instance:StateChange", data,
                       subject=f"acs.ecs:cn-beijing:{ACCOUNT}:instance/i-2ze")
     del obj["aliyunaccountid"], obj["aliyunregionid"]
-    event = N.normalize_obj(obj)
+    event = one(obj)
     assert (event["instance_id"], event["region"], event["account_id"]) == (
         "i-2ze", "cn-beijing", ACCOUNT)
 
@@ -441,10 +450,103 @@ def test_eventbridge_invalid(change: dict[str, Any], message: str) -> None:
     data = {"resourceId": INSTANCE, "state": "Running"}
     obj = eventbridge("ecs:Instance:StateChange", data) | change
     with pytest.raises(InvalidEvent, match=message):
-        N.normalize_obj(obj)
+        one(obj)
 
 
 def test_eventbridge_from_another_service_is_not_ours() -> None:
     obj = eventbridge("oss:ObjectCreated:PutObject", {}, source="acs.oss")
     with pytest.raises(UnknownVendor, match=r"acs\.oss"):
+        one(obj)
+
+
+# --- block storage events and the debug-subscription shape (issue #9) ---
+
+T_DISK_EVENT = 1554854461922  # 20190410T080101.922+0800 = 2019-04-10T00:01:01.922Z
+T_DISK_START = 1554858061000  # 2019-04-10T01:01:01Z
+T_DISK_FINISH = 1554858181000  # 2019-04-10T01:03:01Z
+
+
+def test_disk_times_match_the_standard_library() -> None:
+    assert stdlib_ms("2019-04-10T00:01:01.922Z") == T_DISK_EVENT
+    assert stdlib_ms("2019-04-10T01:01:01Z") == T_DISK_START
+    assert stdlib_ms("2019-04-10T01:03:01Z") == T_DISK_FINISH
+
+
+DISK_EXPECTED: dict[str, Any] = {
+    "vendor": "aliyun", "instance_id": INSTANCE, "vendor_event_code": "Disk:Stalled",
+    "operation": "disk.stalled", "known": True, "phase": "executing",
+    "vendor_status": "Executing", "event_time": T_DISK_EVENT, "region": "cn-hangzhou",
+    "account_id": ACCOUNT, "notification_id": NOTE_MASKED,
+    "vendor_event_id": "e-t4navn7********6x5no", "level": "CRITICAL", "previous_state": None,
+    "current_state": None, "publish_time": None, "not_before": None, "start_time": T_DISK_START,
+    "end_time": None, "source_format": "aliyun.cloudmonitor",
+    "attributes": {"name": "Disk:Stalled:Executing", "diskId": "d-t4ndyqve********n4ds",
+                   "device": "/dev/xvdb", "ecsInstanceName": "ecs-instance-name"},
+}
+
+
+def test_disk_stalled_names_the_instance_it_is_attached_to() -> None:
+    assert N.normalize_all(ALIYUN_DISK_STALLED_START.raw) == [DISK_EXPECTED]
+
+
+def test_disk_stalled_end_repeats_executing_and_adds_the_finish_time() -> None:
+    obj = ALIYUN_DISK_STALLED_START.obj
+    obj["eventTime"] = "20190410T080301.922+0800"
+    obj["content"]["executeFinishTime"] = "2019-04-10T01:03:01Z"
+    event = one(obj)
+    assert (event["phase"], event["vendor_status"], event["start_time"], event["end_time"]) == (
+        "executed", "Executing", T_DISK_START, T_DISK_FINISH)
+
+
+def test_disk_event_through_eventbridge() -> None:
+    data = ALIYUN_DISK_STALLED_START.obj["content"]
+    event = one(eventbridge("ecs:Disk:Stalled", data))
+    assert (event["instance_id"], event["vendor_event_code"], event["operation"]) == (
+        INSTANCE, "Disk:Stalled", "disk.stalled")
+
+
+def test_disk_event_naming_no_instance_is_out_of_scope() -> None:
+    obj = ALIYUN_DISK_STALLED_START.obj
+    del obj["content"]["ecsInstanceId"]
+    with pytest.raises(OutOfScope, match="names no instance") as info:
+        N.normalize_obj(obj)
+    assert info.value.vendor == "aliyun"
+
+
+def test_debug_subscription_shape_takes_the_record_timestamp() -> None:
+    events = N.normalize_all(ALIYUN_DEBUG.raw, received_ms=1767225600000)
+    assert events == [{
+        "vendor": "aliyun", "instance_id": INSTANCE, "vendor_event_code": "SystemFailure.Reboot",
+        "operation": "failure.reboot", "known": True, "phase": "executing",
+        "vendor_status": "Executing", "event_time": 1767225600000, "region": "cn-hangzhou",
+        "account_id": "173651113438****", "notification_id": None, "vendor_event_id": None,
+        "level": "CRITICAL", "previous_state": None, "current_state": None,
+        "publish_time": None, "not_before": None, "start_time": None, "end_time": None,
+        "source_format": "aliyun.cloudmonitor_debug",
+        "attributes": {"vmevents.event_time_source": "record_timestamp",
+                       "instanceName": "instanceName",
+                       "name": "Instance:SystemFailure.Reboot:Executing", "status": "Executing"},
+    }]
+
+
+def test_debug_subscription_shape_offline_takes_the_read_time() -> None:
+    normalizer = Normalizer(clock=lambda: 1767225600000)
+    before = time.time_ns() // 1_000_000
+    [event] = normalizer.normalize_all(ALIYUN_DEBUG.raw)
+    after = time.time_ns() // 1_000_000
+    assert before <= event["event_time"] <= after
+    assert event["attributes"]["vmevents.event_time_source"] == "read_time"
+
+
+def test_debug_shape_status_falls_back_to_the_top_level_status() -> None:
+    obj = ALIYUN_DEBUG.obj
+    obj["name"] = "Instance:SystemFailure.Reboot"
+    del obj["content"]["eventStatus"]
+    assert one(obj)["vendor_status"] == "Executing"
+
+
+def test_documented_shape_without_event_time_is_still_invalid() -> None:
+    obj = BY_NAME["ali_state_change_running"].obj
+    del obj["eventTime"]
+    with pytest.raises(InvalidEvent, match="eventTime is required"):
         N.normalize_obj(obj)

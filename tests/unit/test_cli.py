@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tests.seeds import SEEDS
+from consumer.cli import main
+from tests.seeds import BY_NAME, SEEDS
+from tests.vendor_samples import ALIYUN_DEBUG, AWS_HEALTH_SCHEDULED, GCP_HOST_ERROR
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,3 +86,62 @@ def test_one_pending_operation_is_singular() -> None:
     assert result.returncode == 0
     assert result.stderr.decode().splitlines()[-1] == (
         "vmevents: 1 operation still pending at the end of the input")
+
+
+def test_normalize_goes_on_past_every_kind_of_bad_line_and_reports_each() -> None:
+    health_two = AWS_HEALTH_SCHEDULED.obj
+    health_two["detail"]["affectedEntities"] = [{"entityValue": "i-0aaa0000000000001"},
+                                                {"entityValue": "i-0bbb0000000000002"}]
+    rds = AWS_HEALTH_SCHEDULED.obj
+    rds["detail"]["service"] = "RDS"
+    jd = BY_NAME["jd_system_failure_fault"].obj
+    lines = [
+        orjson.dumps(jd | {"eventTime": "0001-01-01 00:00:00"}),  # year 1: invalid_time
+        orjson.dumps(jd | {"eventTime": "9999-12-31T23:59:59-14:00"}),
+        orjson.dumps(jd | {"instanceId": "\u0000\u202e\u001b[31m   "}),
+        orjson.dumps(rds),  # out of scope
+        orjson.dumps(health_two),  # two events
+        ALIYUN_DEBUG.raw.replace(b"\n", b""),  # no event time: the read time
+        b"\xff\xfe\x00",
+        orjson.dumps(GCP_HOST_ERROR.obj),
+    ]
+    result = vmevents("normalize", "-", stdin=b"\n".join(lines) + b"\n")
+    assert result.returncode == 0, result.stderr
+    out = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert [(e["vendor"], e["instance_id"]) for e in out] == [
+        ("aws", "i-0aaa0000000000001"), ("aws", "i-0bbb0000000000002"),
+        ("aliyun", "i-bp1ecr********5go2go"), ("gcp", "2074079198322937303")]
+    assert out[2]["attributes"]["vmevents.event_time_source"] == "read_time"
+    errors = [orjson.loads(line) for line in result.stderr.splitlines()]
+    assert [(e["line"], e["reason"]) for e in errors] == [
+        (1, "invalid_time"), (2, "invalid_time"), (3, "invalid_event"), (4, "out_of_scope"),
+        (7, "malformed_json")]
+    assert errors[3]["vendor"] == "aws"
+    strict = vmevents("normalize", "--strict", "-", stdin=b"\n".join(lines[3:6]) + b"\n")
+    assert strict.returncode == 0, "out of scope is not a rejection, even with --strict"
+
+
+def run_normalize_in_process(path: Path) -> int:
+    """``vmevents normalize <path>`` in this process (a subprocess per example is too slow)."""
+    out, err = io.TextIOWrapper(io.BytesIO()), io.TextIOWrapper(io.BytesIO())
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        return main(["normalize", str(path)])
+
+
+LINES = st.lists(st.binary(max_size=120).filter(lambda b: b"\n" not in b)
+                 | st.sampled_from([s.raw.replace(b"\n", b"") for s in SEEDS[:3]])
+                 | st.builds(orjson.dumps, st.dictionaries(
+                     st.sampled_from(["eventAction", "eventTime", "instanceId", "source",
+                                      "detail-type", "detail", "time", "protoPayload"]),
+                     st.text(max_size=30) | st.integers(-(2**63), 2**63 - 1) | st.none(),
+                     max_size=5)),
+                 max_size=20)
+
+
+@settings(max_examples=60, deadline=None)
+@given(LINES)
+def test_offline_normalize_never_exits_non_zero_on_any_line(lines: list[bytes]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "in.jsonl"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        assert run_normalize_in_process(path) == 0

@@ -97,3 +97,13 @@ def test_every_bad_variable_is_reported_on_one_line() -> None:
                    "KAFKA_GROUP_ID is managed by vmevents",
                    "VMEVENTS_DEFAULT_TIMEZONE='Mars/Olympus' is not a known time zone"):
         assert needle in message
+
+
+def test_event_time_range_settings() -> None:
+    settings = load_settings({"VMEVENTS_MIN_EVENT_TIME": "2010-01-01",
+                              "VMEVENTS_MAX_FUTURE_DAYS": "30"})
+    assert settings.min_event_time_ms == 1_262_304_000_000  # 2010-01-01T00:00:00Z
+    assert settings.max_future_days == 30
+    assert load_settings({}).min_event_time_ms == 946_684_800_000  # 2000-01-01
+    with pytest.raises(ConfigError, match="VMEVENTS_MIN_EVENT_TIME='2010-13-01' is not a date"):
+        load_settings({"VMEVENTS_MIN_EVENT_TIME": "2010-13-01"})

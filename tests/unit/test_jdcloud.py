@@ -14,12 +14,18 @@ from typing import Any
 import pytest
 
 from consumer.errors import InvalidEvent
-from consumer.normalize import Normalizer
-from consumer.timeparse import TimeParser
-from consumer.vendors import jdcloud
+from consumer.model import InstanceEvent
+from consumer.normalization import Normalizer, jdcloud
+from consumer.normalization.timeparse import TimeParser
 from tests.seeds import BY_NAME, JD_SEEDS
 
 N = Normalizer()
+
+
+def one(obj: object) -> InstanceEvent:
+    """The one event of a parsed payload (the normalizer returns a list)."""
+    [event] = N.normalize_obj(obj)
+    return event
 BY_ENVELOPE = "jd_envelope_state_change_running"
 
 # name -> (instance_id, eventAction, operation, phase, eventState,
@@ -192,7 +198,7 @@ def envelope(detail: dict[str, Any], **top: Any) -> dict[str, Any]:
 
 
 def test_envelope_around_a_paired_event() -> None:
-    event = N.normalize_obj(envelope(BY_NAME["jd_system_failure_reboot_executed"].obj))
+    event = one(envelope(BY_NAME["jd_system_failure_reboot_executed"].obj))
     assert (event["operation"], event["phase"], event["event_time"]) == (
         "failure.reboot", "executed", 1614206666000)
     assert (event["region"], event["account_id"], event["notification_id"]) == (
@@ -202,34 +208,34 @@ def test_envelope_around_a_paired_event() -> None:
 
 def test_instance_falls_back_to_resources() -> None:
     detail = {"eventAction": "SystemFailure.Fault", "eventTime": "2021-02-25 09:51:27"}
-    assert N.normalize_obj(envelope(detail))["instance_id"] == "i-from-resources"
+    assert one(envelope(detail))["instance_id"] == "i-from-resources"
 
 
 def test_event_time_falls_back_to_envelope_time() -> None:
     detail = {"eventAction": "SystemFailure.Fault", "instanceId": "i-1"}
-    event = N.normalize_obj(envelope(detail))
+    event = one(envelope(detail))
     assert event["event_time"] == 1616039386000  # 2021-03-18T03:49:46Z
 
 
 def test_garbage_event_time_does_not_fall_back() -> None:
     detail = {"eventAction": "SystemFailure.Fault", "instanceId": "i-1", "eventTime": "soon"}
     with pytest.raises(InvalidEvent, match=r"detail\.eventTime"):
-        N.normalize_obj(envelope(detail))
+        one(envelope(detail))
 
 
 def test_missing_instance_everywhere_is_invalid() -> None:
     detail = {"eventAction": "SystemFailure.Fault", "eventTime": "2021-02-25 09:51:27"}
     with pytest.raises(InvalidEvent, match="instanceId is required"):
-        N.normalize_obj(envelope(detail, resources=[]))
+        one(envelope(detail, resources=[]))
     with pytest.raises(InvalidEvent, match="instanceId is required"):
-        N.normalize_obj(envelope(detail, resources=[42]))
+        one(envelope(detail, resources=[42]))
 
 
 def test_envelope_without_detail_is_invalid() -> None:
     with pytest.raises(InvalidEvent, match="detail is required"):
-        N.normalize_obj({"source": "jcloud.vm", "id": "x"})
+        one({"source": "jcloud.vm", "id": "x"})
     with pytest.raises(InvalidEvent, match="detail must be an object"):
-        N.normalize_obj({"source": "jcloud.vm", "detail": "StateChange"})
+        one({"source": "jcloud.vm", "detail": "StateChange"})
 
 
 @pytest.mark.parametrize(
@@ -247,11 +253,11 @@ def test_envelope_without_detail_is_invalid() -> None:
 def test_wrong_types_are_invalid(field: str, value: Any, message: str) -> None:
     obj = BY_NAME["jd_state_change_create_running"].obj | {field: value}
     with pytest.raises(InvalidEvent, match=message):
-        N.normalize_obj(obj)
+        one(obj)
 
 
 def test_unknown_action_is_mechanical_and_flagged() -> None:
-    event = N.normalize_obj({"eventAction": "SystemMaintenance.FooBar", "eventState": "Executing",
+    event = one({"eventAction": "SystemMaintenance.FooBar", "eventState": "Executing",
                              "eventTime": "2021-02-25 20:13:35", "instanceId": "i-1"})
     assert (event["vendor_event_code"], event["operation"], event["known"], event["phase"]) == (
         "SystemMaintenance.FooBar", "system_maintenance.foo_bar", False, "executing")
@@ -259,23 +265,23 @@ def test_unknown_action_is_mechanical_and_flagged() -> None:
 
 def test_unknown_state_keeps_vendor_status() -> None:
     obj = BY_NAME["jd_create_image_executed"].obj | {"eventState": "Failed"}
-    assert (N.normalize_obj(obj)["phase"], N.normalize_obj(obj)["vendor_status"]) == (
+    assert (one(obj)["phase"], one(obj)["vendor_status"]) == (
         "failed", "Failed")
     obj["eventState"] = "Paused"
-    assert (N.normalize_obj(obj)["phase"], N.normalize_obj(obj)["vendor_status"]) == (
+    assert (one(obj)["phase"], one(obj)["vendor_status"]) == (
         None, "Paused")
 
 
 def test_extra_detail_fields_are_kept_as_strings() -> None:
     obj = BY_NAME["jd_gpu_failure_fault"].obj | {"gpuCount": 8, "flags": {"a": [1, None]},
                                                  "ok": False, "gone": None}
-    assert N.normalize_obj(obj)["attributes"] == {
+    assert one(obj)["attributes"] == {
         "gpuSerial": "gpu-serial:1:2:3", "gpuCount": "8", "flags": '{"a":[1,null]}',
         "ok": "false"}
 
 
 def test_adapter_is_pure_and_takes_the_zone_from_its_parser() -> None:
     obj = BY_NAME["jd_system_failure_reboot_executing"].obj
-    assert jdcloud.adapt_detail(obj, TimeParser("UTC"))["event_time"] == utc_ms(
+    assert jdcloud.adapt_detail(obj, TimeParser("UTC"))[0]["event_time"] == utc_ms(
         "2021-02-25T06:44:06Z")
     assert obj == BY_NAME["jd_system_failure_reboot_executing"].obj  # input not mutated

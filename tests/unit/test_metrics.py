@@ -14,7 +14,7 @@ from consumer.config import load_settings
 from consumer.correlator import Correlator, CorrelatorConfig
 from consumer.http import Health, HealthServer
 from consumer.metrics import OTHER, UNKNOWN, CappedLabels, LabelCap, Metrics
-from consumer.normalize import Normalizer
+from consumer.normalization import Normalizer
 from consumer.runtime.correlate_stage import CorrelateProcessor
 from consumer.serde import Decoder, load_schemas, single_object_encoder
 

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from consumer.model import PHASES
-from consumer.operations import (
+from consumer.normalization.operations import (
     ALIYUN_STATUSES,
     KINDS,
     OPERATIONS,
@@ -51,6 +51,32 @@ ALIYUN_TABLE = [
     ("LiveMigrationAcrossDDH", "migration.live_across_ddh", "paired"),
     ("PerformanceModeChange", "burstable.performance_mode_change", "single"),
     ("BurstablePerformanceRestricted", "burstable.performance_restricted", "interval"),
+    ("Disk:Stalled", "disk.stalled", "paired"),
+    ("Disk:ErrorDetected", "disk.error_detected", "single"),
+]
+# AWS: Health EC2 scheduled-change type codes and the EC2 EventBridge detail-types.
+AWS_TABLE = [
+    ("AWS_EC2_INSTANCE_REBOOT_MAINTENANCE_SCHEDULED", "maintenance.reboot", "paired"),
+    ("AWS_EC2_SYSTEM_REBOOT_MAINTENANCE_SCHEDULED", "maintenance.reboot", "paired"),
+    ("AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED", "maintenance.retirement", "paired"),
+    ("AWS_EC2_PERSISTENT_INSTANCE_RETIREMENT_SCHEDULED", "maintenance.retirement", "paired"),
+    ("AWS_EC2_DEDICATED_HOST_RETIREMENT_SCHEDULED", "maintenance.retirement", "paired"),
+    ("AWS_EC2_INSTANCE_STOP_SCHEDULED", "maintenance.stop", "paired"),
+    ("AWS_EC2_INSTANCE_NETWORK_MAINTENANCE_SCHEDULED", "maintenance.network", "paired"),
+    ("AWS_EC2_DEDICATED_HOST_NETWORK_MAINTENANCE_SCHEDULED", "maintenance.network", "paired"),
+    ("AWS_EC2_INSTANCE_POWER_MAINTENANCE_SCHEDULED", "maintenance.power", "paired"),
+    ("AWS_EC2_DEDICATED_HOST_POWER_MAINTENANCE_SCHEDULED", "maintenance.power", "paired"),
+    ("EC2 Spot Instance Interruption Warning", "preemptible.interruption", "single"),
+    ("EC2 Instance Rebalance Recommendation", "preemptible.rebalance_recommendation", "single"),
+    ("EC2 Instance State-change Notification", "lifecycle.state_change", "lifecycle"),
+]
+GCP_TABLE = [
+    ("compute.instances.hostError", "failure.reboot", "paired"),
+    ("compute.instances.automaticRestart", "failure.reboot", "paired"),
+    ("compute.instances.migrateOnHostMaintenance", "maintenance.live_migration", "paired"),
+    ("compute.instances.terminateOnHostMaintenance", "maintenance.terminate", "single"),
+    ("compute.instances.preempted", "preemptible.interruption", "single"),
+    ("compute.instances.upcomingMaintenance", "maintenance.host", "paired"),
 ]
 
 
@@ -70,8 +96,19 @@ def test_every_aliyun_code_is_known(code: str, operation: str, kind: str) -> Non
     assert "aliyun" in spec.vendors
 
 
+@pytest.mark.parametrize(("vendor", "code", "operation", "kind"),
+                         [("aws", *row) for row in AWS_TABLE] + [("gcp", *row) for row in GCP_TABLE])
+def test_every_aws_and_gcp_code_is_known(vendor: str, code: str, operation: str,
+                                         kind: str) -> None:
+    spec = lookup(code)
+    assert spec is not None
+    assert (spec.code, spec.operation, spec.kind, spec.vendors) == (code, operation, kind,
+                                                                    {vendor})
+
+
 def test_table_holds_exactly_the_documented_codes() -> None:
-    assert set(OPERATIONS) == {c for c, _, _ in JD_TABLE} | {c for c, _, _ in ALIYUN_TABLE}
+    assert set(OPERATIONS) == {c for table in (JD_TABLE, ALIYUN_TABLE, AWS_TABLE, GCP_TABLE)
+                               for c, _, _ in table}
     assert all(spec.kind in KINDS for spec in OPERATIONS.values())
 
 

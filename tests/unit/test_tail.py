@@ -6,7 +6,7 @@ import pytest
 
 from consumer.config import load_settings
 from consumer.errors import ConfigError
-from consumer.normalize import Normalizer
+from consumer.normalization import Normalizer
 from consumer.serde import load_schemas, single_object_encoder
 from consumer.tail import ValueReader, matches, parse_time
 from tests.seeds import SEEDS

@@ -10,7 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer.errors import ConfigError
-from consumer.timeparse import TimeFormatError, TimeParser, to_epoch_ms, zone
+from consumer.normalization.timeparse import (
+    TimeFormatError,
+    TimeParser,
+    TimeRangeError,
+    to_epoch_ms,
+    zone,
+)
 
 SHANGHAI = zone("Asia/Shanghai")
 
@@ -198,3 +204,36 @@ def test_any_text_is_a_time_or_a_time_format_error(text: str) -> None:
     except TimeFormatError:
         return
     assert isinstance(result, int)
+
+
+# --- AWS Health's RFC 1123 times; the accepted range ---
+
+@pytest.mark.parametrize(("text", "ms"), [
+    ("Thu, 27 Aug 2026 13:19:03 GMT", 1_787_836_743_000),
+    ("Thu, 27 Jan 2026 13:44:13 GMT", 1_769_521_453_000),  # 27 Jan 2026 is a Tuesday: ignored
+    ("Sat, 05 Jun 2016 15:10:09 GMT", 1_465_139_409_000),
+    ("5 Jun 2016 15:10:09 UTC", 1_465_139_409_000),
+])
+def test_rfc1123_with_the_weekday_ignored(text: str, ms: int) -> None:
+    assert to_epoch_ms(text) == ms
+    assert TimeParser("Asia/Shanghai").parse(text) == ms  # GMT, not the local zone
+
+
+@pytest.mark.parametrize("text", ["Thu, 27 Foo 2026 13:19:03 GMT", "Thu, 31 Feb 2026 13:19:03 GMT",
+                                  "Thu, 27 Aug 2026 13:19:03 +0100", "Thu, 27 Aug 2026"])
+def test_rfc1123_garbage_is_refused(text: str) -> None:
+    with pytest.raises(TimeFormatError):
+        to_epoch_ms(text)
+
+
+def test_parser_bounds_refuse_times_outside_the_range_and_remember_only_good_ones() -> None:
+    now = [1_700_000_000_000]
+    parse = TimeParser("UTC", earliest_ms=946_684_800_000, max_future_ms=86_400_000,
+                       clock=lambda: now[0]).parse
+    with pytest.raises(TimeRangeError, match="not before 2000-01-01T00:00:00Z"):
+        parse("1999-12-31T23:59:59Z")
+    with pytest.raises(TimeRangeError, match="at most 1 days ahead"):
+        parse("2023-11-16T00:00:00Z")  # two days after the clock
+    now[0] += 2 * 86_400_000
+    assert parse("2023-11-16T00:00:00Z") == 1_700_092_800_000
+    assert parse("2000-01-01T00:00:00Z") == 946_684_800_000

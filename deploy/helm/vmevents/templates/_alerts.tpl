@@ -49,7 +49,7 @@ groups:
           {{- with $extra }}{{ toYaml . | nindent 10 }}{{ end }}
         annotations:
           summary: {{`'{{ $labels.vendor }} sends event codes vmevents does not know'`}}
-          description: {{`'{{ $value | humanize }} events with codes missing from the operation table in the last hour. They are normalized mechanically and still correlated; add the codes to consumer/operations.py for canonical names.'`}}
+          description: {{`'{{ $value | humanize }} events with codes missing from the operation table in the last hour. They are normalized mechanically and still correlated; add the codes to consumer/normalization/operations.py for canonical names.'`}}
           {{- if $runbook }}
           runbook_url: {{ printf "%s#vmeventsunknowneventcodes" $runbook | quote }}
           {{- end }}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import re
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, get_type_hints
 
+import fastavro
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,18 +20,30 @@ from hypothesis import strategies as st
 from consumer.errors import (
     ConfigError,
     InvalidEvent,
+    InvalidTime,
     MalformedJson,
     NotAnObject,
+    OutOfScope,
     PayloadTooLarge,
     RejectedEvent,
     UnknownVendor,
 )
 from consumer.model import PHASES, VENDORS, InstanceEvent
-from consumer.normalize import Normalizer, detect
-from consumer.vendors import aliyun, jdcloud
+from consumer.normalization import Normalizer, aliyun, detect, jdcloud
+from consumer.normalization.fields import MAX_FUTURE_MS, MIN_EVENT_TIME_MS
+from consumer.normalization.timeparse import TimeParser
 from tests.seeds import BY_NAME, SEEDS
+from tests.vendor_samples import ALIYUN_SAMPLES, NOTES_SAMPLES
+
+SAMPLES = (*SEEDS, *NOTES_SAMPLES, *ALIYUN_SAMPLES)
 
 N = Normalizer()
+
+
+def one(obj: object) -> InstanceEvent:
+    """The one event of a parsed payload (the normalizer returns a list)."""
+    [event] = N.normalize_obj(obj)
+    return event
 EVENT_KEYS = set(get_type_hints(InstanceEvent)) - {"source"}
 DOCUMENTS = Path(__file__).resolve().parents[3] / "shared" / "seeds"
 
@@ -84,7 +99,7 @@ def test_every_seed_normalizes_to_a_valid_event(seed: Any) -> None:
     assert_valid_event(event)
     assert event["vendor"] == seed.vendor
     assert event["known"] is True
-    assert N.normalize_obj(seed.obj) == event
+    assert one(seed.obj) == event
 
 
 def test_seeds_are_valid_avro() -> None:
@@ -209,10 +224,10 @@ def test_normalize_accepts_bytes_like_and_str() -> None:
 
 def test_normalize_obj_rejects_non_objects_and_non_json_values() -> None:
     with pytest.raises(NotAnObject, match="got an array"):
-        N.normalize_obj([1])
+        one([1])
     obj = BY_NAME["jd_gpu_failure_fault"].obj | {"gpuSerial": {1, 2}}  # not a JSON value
     with pytest.raises(InvalidEvent, match="cannot normalize: TypeError"):
-        N.normalize_obj(obj)
+        one(obj)
 
 
 def test_default_timezone_is_configurable() -> None:
@@ -236,17 +251,42 @@ def test_results_do_not_share_state() -> None:
 
 # --- properties: nothing but RejectedEvent, ever ---
 
-REASONS = {"malformed_json", "not_an_object", "unknown_vendor", "invalid_event", "too_large"}
+REASONS = {"malformed_json", "not_an_object", "unknown_vendor", "invalid_event", "too_large",
+           "invalid_time", "out_of_scope"}
+SCHEMA = fastavro.parse_schema(json.loads(
+    (Path(__file__).resolve().parents[2] / "avro" / "InstanceEvent.avsc").read_text()))
+
+
+def round_trip(event: InstanceEvent) -> None:
+    """The event through fastavro with the shipped schema: written, read back, unchanged."""
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, SCHEMA, {**event, "source": None})
+    out.seek(0)
+    back: dict[str, Any] = fastavro.schemaless_reader(out, SCHEMA, SCHEMA)  # type: ignore[assignment]
+    times = {key: None if back[key] is None else _ms(back[key]) for key in TIME_KEYS}
+    assert {**back, **times} == {**event, "source": None}
+
+
+TIME_KEYS = ("event_time", "publish_time", "not_before", "start_time", "end_time")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ms(value: Any) -> int:
+    delta = value - _EPOCH
+    return int(delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000)
 
 
 def normalize_or_reject(raw: bytes) -> None:
-    """Either a valid event or a RejectedEvent with a known reason; anything else fails."""
+    """Either valid events that any Avro reader decodes, or a RejectedEvent with a known reason;
+    anything else fails."""
     try:
-        event = N.normalize(raw)
+        events = N.normalize_all(raw)
     except RejectedEvent as exc:
         reason = exc.reason
     else:
-        assert_valid_event(event)
+        for event in events:
+            assert_valid_event(event)
+            round_trip(event)
         return
     assert reason in REASONS
 
@@ -259,7 +299,12 @@ JSON_VALUES = st.recursive(
                                                                   max_size=4),
     max_leaves=12,
 )
-KEYS = st.sampled_from(["eventAction", "eventState", "eventTime", "instanceId", "detail",
+KEYS = st.sampled_from(["detail-type", "Type", "Message", "protoPayload", "resource",
+                        "timestamp", "operation", "message", "subscription", "methodName",
+                        "serviceName", "labels", "instance_id", "instance-id", "service",
+                        "eventTypeCode", "statusCode", "startTime", "affectedEntities",
+                        "entityValue", "ecsInstanceId", "eventAction", "eventState",
+                        "eventTime", "instanceId", "detail",
                         "source", "specversion", "type", "data", "time", "product", "name",
                         "content", "resourceId", "userId", "regionId", "eventType",
                         "eventStatus", "status", "state", "subject", "resources", "id"])
@@ -283,7 +328,7 @@ def test_arbitrary_objects_with_vendor_keys(value: dict[str, Any]) -> None:
 
 @st.composite
 def mutated_seeds(draw: st.DrawFn) -> bytes:
-    obj = copy.deepcopy(draw(st.sampled_from(SEEDS)).obj)
+    obj = copy.deepcopy(draw(st.sampled_from(SAMPLES)).obj)
     for _ in range(draw(st.integers(1, 4))):
         targets = [obj] + [v for v in obj.values() if isinstance(v, dict)]
         target = draw(st.sampled_from(targets))
@@ -306,7 +351,7 @@ def test_mutated_seeds(raw: bytes) -> None:
     normalize_or_reject(raw)
 
 
-@given(st.sampled_from(SEEDS), st.data())
+@given(st.sampled_from(SAMPLES), st.data())
 def test_truncated_seeds(seed: Any, data: st.DataObject) -> None:
     cut = data.draw(st.integers(0, len(seed.raw) - 1))
     normalize_or_reject(seed.raw[:cut])
@@ -315,6 +360,177 @@ def test_truncated_seeds(seed: Any, data: st.DataObject) -> None:
 def test_absurdly_long_event_code_is_invalid_not_an_unbounded_operation() -> None:
     obj = BY_NAME["jd_system_failure_fault"].obj | {"eventAction": "System.Failure" * 100}
     with pytest.raises(InvalidEvent, match="eventAction is not an event code"):
-        N.normalize_obj(obj)
+        one(obj)
     ok = BY_NAME["jd_system_failure_fault"].obj | {"eventAction": "System." + "X" * 100}
-    assert N.normalize_obj(ok)["operation"] == "system.x" + "x" * 99
+    assert one(ok)["operation"] == "system.x" + "x" * 99
+
+
+# --- several events per record; times and identifiers every reader can handle (#7) ---
+
+HEALTH_TWO = {**NOTES_SAMPLES[0].obj}
+HEALTH_TWO["detail"] = {**HEALTH_TWO["detail"], "affectedEntities": [
+    {"entityValue": "i-0aaa0000000000001"}, {"entityValue": "i-0bbb0000000000002"}]}
+
+
+def test_normalize_all_returns_every_event_and_normalize_refuses_to_pick_one() -> None:
+    raw = orjson.dumps(HEALTH_TWO)
+    assert [e["instance_id"] for e in N.normalize_all(raw)] == ["i-0aaa0000000000001",
+                                                                "i-0bbb0000000000002"]
+    with pytest.raises(InvalidEvent, match="holds 2 events; use normalize_all"):
+        N.normalize(raw)
+
+
+@pytest.mark.parametrize("when", [
+    "0001-01-01 00:00:00", "1999-12-31 23:59:59", "9999-12-31T23:59:59-14:00",
+    "2900-01-01 00:00:00",
+])
+def test_event_times_out_of_range_are_invalid_time(when: str) -> None:
+    obj = BY_NAME["jd_system_failure_fault"].obj | {"eventTime": when}
+    with pytest.raises(InvalidTime, match="outside the accepted range") as info:
+        N.normalize_obj(obj)
+    assert info.value.reason == "invalid_time"
+
+
+def test_other_times_out_of_range_are_invalid_time_and_name_the_field() -> None:
+    obj = BY_NAME["ali_maintenance_reboot_scheduled"].obj
+    obj["content"]["notBefore"] = "0001-01-01T00:00:00Z"
+    with pytest.raises(InvalidTime, match=r"content\.notBefore"):
+        N.normalize_obj(obj)
+
+
+def test_time_range_is_configurable() -> None:
+    now = 1_800_000_000_000
+    lax = Normalizer(min_event_time_ms=0, clock=lambda: now)
+    spot = NOTES_SAMPLES[2]
+    assert lax.normalize_all(spot.raw)[0]["event_time"] == 0
+    strict = Normalizer(max_future_ms=0, clock=lambda: 1_600_000_000_000)  # 2020-09-13
+    with pytest.raises(InvalidTime):
+        strict.normalize_all(BY_NAME["ali_state_change_running"].raw.replace(b"2019", b"2021"))
+    assert strict.normalize_all(BY_NAME["ali_state_change_running"].raw)
+
+
+def test_future_bound_follows_the_clock() -> None:
+    clock = [1_600_000_000_000]
+    normalizer = Normalizer(max_future_ms=0, clock=lambda: clock[0])
+    raw = BY_NAME["jd_system_failure_fault"].raw  # 2021-02-25
+    with pytest.raises(InvalidTime):
+        normalizer.normalize_all(raw)
+    clock[0] = 1_700_000_000_000
+    assert normalizer.normalize_all(raw)
+
+
+def test_record_timestamp_out_of_range_is_invalid_time() -> None:
+    debug = next(s for s in (*NOTES_SAMPLES, *ALIYUN_SAMPLES) if "debug" in s.name)
+    with pytest.raises(InvalidTime, match="event_time"):
+        N.normalize_all(debug.raw, received_ms=5)
+
+
+@pytest.mark.parametrize(("field", "value", "why"), [
+    ("instanceId", "   ", "instance_id is blank"),
+    ("instanceId", "\u0000\u202e\u001b[31m   ", "instance_id holds control or format"),
+    ("instanceId", "i-" + "x" * 127, "instance_id is 129 characters long"),
+    ("instanceId", "i-\u2066abc\u2069", "instance_id holds control or format"),
+    ("eventAction", "SystemFailure.Fault\n", "vendor_event_code holds control or format"),
+])
+def test_hostile_identifiers_are_invalid(field: str, value: str, why: str) -> None:
+    obj = BY_NAME["jd_system_failure_fault"].obj | {field: value}
+    with pytest.raises(InvalidEvent, match=why):
+        N.normalize_obj(obj)
+
+
+def test_hostile_optional_identifiers_are_invalid() -> None:
+    obj = BY_NAME["jd_envelope_state_change_running"].obj
+    with pytest.raises(InvalidEvent, match="region holds control or format"):
+        N.normalize_obj(obj | {"region": "cn-east-1\u202e"})
+    with pytest.raises(InvalidEvent, match="notification_id is 1048576 characters long"):
+        N.normalize_obj(obj | {"id": "x" * (1 << 20)})
+
+
+@pytest.mark.parametrize("value", ["i-" + "x" * 126, "i-| a", " i-leading-space", "实例-1"])
+def test_unusual_but_valid_identifiers_pass(value: str) -> None:
+    obj = BY_NAME["jd_system_failure_fault"].obj | {"instanceId": value}
+    assert N.normalize_obj(obj)[0]["instance_id"] == value
+
+
+@settings(max_examples=300)
+@given(st.text(min_size=0, max_size=140))
+def test_any_instance_id_is_accepted_only_if_it_is_a_fair_identifier(value: str) -> None:
+    obj = BY_NAME["jd_system_failure_fault"].obj | {"instanceId": value}
+    try:
+        [event] = N.normalize_obj(obj)
+    except InvalidEvent:
+        return
+    assert event["instance_id"] == value
+    assert 0 < len(value) <= 128
+    assert value.isprintable()
+    assert value.strip()
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200) | JSON_VALUES.map(orjson.dumps) | mutated_seeds())
+def test_any_bytes_inside_an_sns_or_pubsub_envelope(inner: bytes) -> None:
+    """The envelopes the new adapters unwrap: their inner payload may be anything too."""
+    import base64
+
+    sns = {"Type": "Notification", "Message": inner.decode("utf-8", "replace")}
+    push = {"message": {"data": base64.b64encode(inner).decode()}, "subscription": "s"}
+    normalize_or_reject(orjson.dumps(sns))
+    normalize_or_reject(orjson.dumps(push))
+
+
+SAMPLE_FILES = sorted((Path(__file__).resolve().parents[2] / "deploy" / "local" / "samples")
+                      .glob("*.jsonl"))
+
+
+@pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda p: p.name)
+def test_make_run_samples_all_normalize(path: Path) -> None:
+    """What ``make run`` replays reaches the normalized topic, bar the one out-of-scope example;
+    nothing goes to the DLQ."""
+    skipped = 0
+    for line in path.read_bytes().splitlines():
+        try:
+            events = N.normalize_all(line)
+        except OutOfScope:
+            skipped += 1
+            continue
+        assert events
+    assert skipped == (1 if path.name == "aws-gcp-events.jsonl" else 0)
+
+
+def test_make_run_replays_every_sample_file() -> None:
+    script = (Path(__file__).resolve().parents[2] / "deploy" / "local" / "run.sh").read_text()
+    for path in SAMPLE_FILES:
+        assert f"replay deploy/local/samples/{path.name}" in script
+
+
+BOUNDED = TimeParser(earliest_ms=MIN_EVENT_TIME_MS, max_future_ms=MAX_FUTURE_MS)
+
+
+def adapt_or_reject(raw: bytes) -> None:
+    """The adapters themselves, without the normalizer's catch-all: a vendor module may raise
+    RejectedEvent subclasses only (anything else would be a bug the catch-all merely hides)."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return
+    if type(obj) is not dict:
+        return
+    try:
+        detect(obj)(obj, BOUNDED.parse, None)
+    except RejectedEvent as exc:
+        reason = exc.reason
+    else:
+        return
+    assert reason in REASONS
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_seeds())
+def test_adapters_raise_only_rejections_on_mutated_samples(raw: bytes) -> None:
+    adapt_or_reject(raw)
+
+
+@given(st.dictionaries(KEYS, JSON_VALUES | st.dictionaries(KEYS, JSON_VALUES, max_size=6),
+                       max_size=8))
+def test_adapters_raise_only_rejections_on_objects_with_vendor_keys(value: dict[str, Any]) -> None:
+    adapt_or_reject(orjson.dumps(value))

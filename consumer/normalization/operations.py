@@ -2,7 +2,11 @@
 
 Every adapter, the correlator and the metrics read this module, so a code is mapped in exactly
 one place. The table holds every code of the JD Cloud VM event list and of the Alibaba ECS
-instance event document (with its appendix of system event notification names). A code not in
+instance event document (with its appendix of system event notification names), the Alibaba
+block storage events that name an instance, the EC2 scheduled changes of AWS Health and the
+EC2 EventBridge instance notices (AWS codes are ``eventTypeCode`` or ``detail-type``), and the
+Compute Engine system events of Cloud Audit Logs (GCP codes are ``methodName``). Adding a vendor
+is adding its rows here. A code not in
 the table is not an error: :func:`mechanical_operation` derives a stable name from it and the
 event is flagged ``known=False``.
 
@@ -32,6 +36,8 @@ KINDS: Final = ("paired", "single", "interval", "lifecycle")
 JD: Final = frozenset({"jdcloud"})
 ALI: Final = frozenset({"aliyun"})
 BOTH: Final = frozenset({"jdcloud", "aliyun"})
+AWS: Final = frozenset({"aws"})
+GCP: Final = frozenset({"gcp"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +97,47 @@ _SPECS: Final = (
     OperationSpec("PerformanceModeChange", "burstable.performance_mode_change", "single", ALI),
     OperationSpec("BurstablePerformanceRestricted", "burstable.performance_restricted",
                   "interval", ALI),
+    # Alibaba block storage system events (name Disk:<Code>:<Status>; the instance in content)
+    OperationSpec("Disk:Stalled", "disk.stalled", "paired", ALI),
+    OperationSpec("Disk:ErrorDetected", "disk.error_detected", "single", ALI),
+    # AWS Health, EC2 scheduled changes (upcoming/open -> scheduled, open past start -> executing,
+    # closed -> executed); AWS Health event types for EC2, scheduledChange category
+    OperationSpec("AWS_EC2_INSTANCE_REBOOT_MAINTENANCE_SCHEDULED", "maintenance.reboot", "paired",
+                  AWS),
+    OperationSpec("AWS_EC2_SYSTEM_REBOOT_MAINTENANCE_SCHEDULED", "maintenance.reboot", "paired",
+                  AWS),
+    OperationSpec("AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED", "maintenance.retirement", "paired",
+                  AWS),
+    OperationSpec("AWS_EC2_PERSISTENT_INSTANCE_RETIREMENT_SCHEDULED", "maintenance.retirement",
+                  "paired", AWS),
+    OperationSpec("AWS_EC2_DEDICATED_HOST_RETIREMENT_SCHEDULED", "maintenance.retirement",
+                  "paired", AWS),
+    OperationSpec("AWS_EC2_INSTANCE_STOP_SCHEDULED", "maintenance.stop", "paired", AWS),
+    OperationSpec("AWS_EC2_INSTANCE_NETWORK_MAINTENANCE_SCHEDULED", "maintenance.network",
+                  "paired", AWS),
+    OperationSpec("AWS_EC2_DEDICATED_HOST_NETWORK_MAINTENANCE_SCHEDULED", "maintenance.network",
+                  "paired", AWS),
+    OperationSpec("AWS_EC2_INSTANCE_POWER_MAINTENANCE_SCHEDULED", "maintenance.power", "paired",
+                  AWS),
+    OperationSpec("AWS_EC2_DEDICATED_HOST_POWER_MAINTENANCE_SCHEDULED", "maintenance.power",
+                  "paired", AWS),
+    # AWS EC2 EventBridge notices (code = detail-type)
+    OperationSpec("EC2 Spot Instance Interruption Warning", "preemptible.interruption", "single",
+                  AWS),
+    OperationSpec("EC2 Instance Rebalance Recommendation", "preemptible.rebalance_recommendation",
+                  "single", AWS),
+    OperationSpec("EC2 Instance State-change Notification", "lifecycle.state_change", "lifecycle",
+                  AWS),
+    # GCP Compute Engine system events (code = methodName). hostError and the automaticRestart
+    # that follows it are the two ends of one failure reboot (see correlation.transitions).
+    OperationSpec("compute.instances.hostError", "failure.reboot", "paired", GCP),
+    OperationSpec("compute.instances.automaticRestart", "failure.reboot", "paired", GCP),
+    OperationSpec("compute.instances.migrateOnHostMaintenance", "maintenance.live_migration",
+                  "paired", GCP),
+    OperationSpec("compute.instances.terminateOnHostMaintenance", "maintenance.terminate",
+                  "single", GCP),
+    OperationSpec("compute.instances.preempted", "preemptible.interruption", "single", GCP),
+    OperationSpec("compute.instances.upcomingMaintenance", "maintenance.host", "paired", GCP),
 )
 
 # Plain dicts typed read-only: MappingProxyType would add a method dispatch to every lookup.

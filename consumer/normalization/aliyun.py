@@ -10,6 +10,17 @@ Two envelopes carry the same event body:
   ``aliyunaccountid``, ``aliyunregionid``, ``aliyuneventbusname``, ...), ``data`` holding what
   CloudMonitor puts in ``content``.
 
+Block storage events (``Disk:<Code>:<Status>``, e.g. ``Disk:Stalled:Executing``) are instance
+events when they name the instance the disk is attached to (``content.ecsInstanceId``; the ARN
+is the disk's): the code is ``Disk:<Code>``, disk id and device stay attributes; the end of a
+Stalled event repeats the name ``...:Executing`` and adds ``executeFinishTime``, which makes it
+the executed phase. A disk event naming no instance is out of scope.
+
+CloudMonitor's debug-subscription shape (``SendDryRunSystemEvent``, the console's "debug" button)
+has no ``ver``, ``id``, ``userId`` or ``eventTime``: the event time is then the record's arrival
+(see :func:`consumer.normalization.fields.arrival_time`) and ``source_format`` says
+``aliyun.cloudmonitor_debug``.
+
 Quirks handled: the status in the body (``eventStatus``, or live migration's ``status``) wins
 over the suffix of ``name``/``type`` - the document's Avoided example still says ``:Scheduled``
 in its name; the event type in the body (``eventType``) wins over the name likewise. Account,
@@ -23,32 +34,34 @@ from __future__ import annotations
 
 from typing import Final
 
-from consumer.errors import InvalidEvent
+from consumer.errors import InvalidEvent, OutOfScope
 from consumer.model import InstanceEvent
-from consumer.operations import OPERATIONS, STATUS_PHASES, phase_of
-from consumer.timeparse import TimeFormatError
-from consumer.vendors import (
+from consumer.normalization.fields import (
     ExtrasCopier,
     JsonObject,
     TimeParse,
     absent,
     absent_time,
+    arrival_time,
     bad_time,
+    build,
     extras_copier,
     required,
     required_object,
+    text,
     time_or_none,
-    unknown_operation,
 )
+from consumer.normalization.timeparse import TimeFormatError
 
 SOURCE_CLOUDMONITOR: Final = "aliyun.cloudmonitor"
+SOURCE_CLOUDMONITOR_DEBUG: Final = "aliyun.cloudmonitor_debug"
 SOURCE_EVENTBRIDGE: Final = "aliyun.eventbridge"
 
 _TIME_FIELDS: Final = ("publishTime", "notBefore", "executeStartTime", "executeFinishTime",
                        "startTime", "endTime", "intervalStart", "intervalEnd")
 _BODY_MAPPED: Final = frozenset({
     "eventId", "eventType", "eventStatus", "status", "instanceId", "resourceId", "state",
-    *_TIME_FIELDS,
+    "ecsInstanceId", *_TIME_FIELDS,
 })
 _START_END: Final = frozenset(_TIME_FIELDS[2:])
 # Format markers (product, specversion, source) are implied by source_format; ``name``,
@@ -59,66 +72,66 @@ _CLOUDMONITOR_MAPPED: Final = frozenset({
 _EVENTBRIDGE_MAPPED: Final = frozenset({
     "id", "source", "specversion", "time", "data", "aliyunaccountid", "aliyunregionid",
 })
-_spec_of = OPERATIONS.get
-_phase_of_status = STATUS_PHASES.get
 _copy_body_extras = extras_copier(_BODY_MAPPED)
 _copy_cloudmonitor_extras = extras_copier(_CLOUDMONITOR_MAPPED)
 _copy_eventbridge_extras = extras_copier(_EVENTBRIDGE_MAPPED)
 
 
-def adapt_cloudmonitor(obj: JsonObject, parse_time: TimeParse) -> InstanceEvent:
-    """A CloudMonitor notification (the document's format)."""
+def adapt_cloudmonitor(obj: JsonObject, parse_time: TimeParse,
+                       received_ms: int | None = None) -> list[InstanceEvent]:
+    """A CloudMonitor notification (the document's format, or the debug-subscription shape)."""
     return _adapt(obj, required_object(obj, "content", "aliyun: "), "aliyun: content.",
-                  parse_time, name_key="name", prefixes=0, time_key="eventTime",
+                  parse_time, received_ms, name_key="name", prefixes=0, time_key="eventTime",
                   region_key="regionId", account_key="userId", arn_key="resourceId",
                   level_key="level", copy_extras=_copy_cloudmonitor_extras,
                   source_format=SOURCE_CLOUDMONITOR)
 
 
-def adapt_eventbridge(obj: JsonObject, parse_time: TimeParse) -> InstanceEvent:
+def adapt_eventbridge(obj: JsonObject, parse_time: TimeParse,
+                      received_ms: int | None = None) -> list[InstanceEvent]:
     """An EventBridge CloudEvent from source ``acs.ecs``; ``type`` is ecs:<Resource>:<Code>."""
     return _adapt(obj, required_object(obj, "data", "aliyun: "), "aliyun: data.",
-                  parse_time, name_key="type", prefixes=1, time_key="time",
+                  parse_time, received_ms, name_key="type", prefixes=1, time_key="time",
                   region_key="aliyunregionid", account_key="aliyunaccountid",
                   arn_key="subject", level_key=None, copy_extras=_copy_eventbridge_extras,
                   source_format=SOURCE_EVENTBRIDGE)
 
 
-def _adapt(top: JsonObject, body: JsonObject, where: str, parse_time: TimeParse, *,
-           name_key: str, prefixes: int, time_key: str, region_key: str, account_key: str,
-           arn_key: str, level_key: str | None, copy_extras: ExtrasCopier,
-           source_format: str) -> InstanceEvent:
+def _adapt(top: JsonObject, body: JsonObject, where: str, parse_time: TimeParse,
+           received_ms: int | None, *, name_key: str, prefixes: int, time_key: str,
+           region_key: str, account_key: str, arn_key: str, level_key: str | None,
+           copy_extras: ExtrasCopier, source_format: str) -> list[InstanceEvent]:
     """Both envelopes: ``top`` is the envelope, ``body`` its content/data; keys name fields."""
     outer = "aliyun: "
-    name = top.get(name_key)
-    if type(name) is not str or not name:
-        required(name, name_key, outer)
-    region, account = top.get(region_key), top.get(account_key)
-    note = top.get("id")
+    name = v if type(v := top.get(name_key)) is str and v else required(v, name_key, outer)
+    region = v if type(v := top.get(region_key)) is str and v else absent(v, region_key, outer)
+    account = v if type(v := top.get(account_key)) is str and v else absent(v, account_key,
+                                                                            outer)
+    note = v if type(v := top.get("id")) is str and v else absent(v, "id", outer)
     level = top.get(level_key) if level_key is not None else None
-    if type(region) is not str or not region:
-        region = absent(region, region_key, outer)
-    if type(account) is not str or not account:
-        account = absent(account, account_key, outer)
-    if type(note) is not str or not note:
-        note = absent(note, "id", outer)
     if type(level) is not str or not level:
-        level = absent(level, str(level_key), outer)
+        level = absent(level, "level", outer)
+    attributes: dict[str, str] = {}
     event_time = time_or_none(top.get(time_key), time_key, outer, parse_time)
     if event_time is None:
-        raise InvalidEvent(f"{outer}{time_key} is required")
+        if "ver" in top or "id" in top or level_key is None:
+            raise InvalidEvent(f"{outer}{time_key} is required")
+        event_time = arrival_time(received_ms, attributes)  # the debug-subscription shape
+        source_format = SOURCE_CLOUDMONITOR_DEBUG
 
     get = body.get
-    code, status, event_id = get("eventType"), get("eventStatus"), get("eventId")
-    instance_id, state = get("instanceId"), get("state")
-    if type(code) is not str or not code:
-        code = absent(code, "eventType", where)
-    if type(status) is not str or not status:
-        status = absent(status, "eventStatus", where)
-    if type(event_id) is not str or not event_id:
-        event_id = absent(event_id, "eventId", where)
-    if type(state) is not str or not state:
-        state = absent(state, "state", where)
+    code = v if type(v := get("eventType")) is str and v else absent(v, "eventType", where)
+    status = v if type(v := get("eventStatus")) is str and v else absent(v, "eventStatus", where)
+    event_id = v if type(v := get("eventId")) is str and v else absent(v, "eventId", where)
+    state = v if type(v := get("state")) is str and v else absent(v, "state", where)
+    instance_id = v if type(v := get("instanceId")) is str and v else absent(v, "instanceId",
+                                                                             where)
+    disk = name.startswith("Disk:", len("ecs:") if prefixes else 0)
+    if disk:
+        instance_id = text(get("ecsInstanceId"), "ecsInstanceId", where)
+        if instance_id is None:
+            raise OutOfScope(f"{outer}block storage event {name!r} names no instance",
+                             vendor="aliyun")
     if code is None or status is None:
         # The body's eventType/eventStatus win over Instance:<Code>:<Status>; fall back on it.
         name_code, name_status = _split_name(name, prefixes)
@@ -126,19 +139,17 @@ def _adapt(top: JsonObject, body: JsonObject, where: str, parse_time: TimeParse,
         if code is None:
             raise InvalidEvent(f"{where}eventType is required (and {name_key} carries no code)")
         if status is None:
-            status = get("status")  # live migration: started/accomplished/failed
-            if type(status) is not str or not status:
-                status = absent(status, "status", where) or name_status
+            # live migration's status (started/accomplished/failed); the debug shape's own
+            status = (text(get("status"), "status", where) or name_status
+                      or text(top.get("status"), "status", outer))
+    if disk:
+        code = "Disk:" + code
 
-    if type(instance_id) is not str or not instance_id:
-        instance_id = absent(instance_id, "instanceId", where)
-        resource = get("resourceId")  # StateChange names the instance resourceId
-        instance_id = resource if type(resource) is str and resource else absent(
-            resource, "resourceId", where)
+    if instance_id is None:
+        # StateChange names the instance resourceId
+        instance_id = text(get("resourceId"), "resourceId", where)
     if instance_id is None or region is None or account is None:
-        arn = top.get(arn_key)
-        if type(arn) is not str or not arn:
-            arn = absent(arn, arn_key, outer)
+        arn = text(top.get(arn_key), arn_key, outer)
         arn_region, arn_account, arn_instance = split_arn(arn)
         instance_id = instance_id or arn_instance
         region = region or arn_region
@@ -171,35 +182,25 @@ def _adapt(top: JsonObject, body: JsonObject, where: str, parse_time: TimeParse,
     except TimeFormatError as exc:
         raise bad_time(body, _TIME_FIELDS, where, exc) from None
 
-    attributes: dict[str, str] = {}
     copy_extras(top, attributes)
     _copy_body_extras(body, attributes)
-    spec = _spec_of(code)
-    return {
-        "vendor": "aliyun",
-        "instance_id": instance_id,
-        "vendor_event_code": code,
-        "operation": (spec.operation if spec is not None
-                      else unknown_operation(code, "eventType", where)),
-        "known": spec is not None,
-        "phase": ((_phase_of_status(status) or phase_of(status)) if status is not None
-                  else None),  # the vendors' spelling in one lookup, else any case
-        "vendor_status": status,
-        "event_time": event_time,
-        "region": region,
-        "account_id": account,
-        "notification_id": note,
-        "vendor_event_id": event_id,
-        "level": level,
-        "previous_state": None,
-        "current_state": state,
-        "publish_time": publish,
-        "not_before": not_before,
-        "start_time": start,
-        "end_time": end,
-        "source_format": source_format,
-        "attributes": attributes,
-    }
+    event = build("aliyun", source_format, code, "eventType", where, instance_id, event_time,
+                  status, attributes)
+    if disk and end is not None and event["phase"] == "executing":
+        event["phase"] = "executed"  # a Stalled event ends as ...:Executing + executeFinishTime
+    event["region"] = region
+    event["account_id"] = account
+    event["notification_id"] = note
+    event["vendor_event_id"] = event_id
+    event["level"] = level
+    event["current_state"] = state
+    event["publish_time"] = publish
+    event["not_before"] = not_before
+    event["start_time"] = start
+    event["end_time"] = end
+    return [event]
+
+
 
 
 def _split_name(name: str, prefixes: int) -> tuple[str | None, str | None]:

@@ -19,16 +19,15 @@ from typing import Final
 
 from consumer.errors import InvalidEvent
 from consumer.model import InstanceEvent
-from consumer.operations import OPERATIONS, STATUS_PHASES, phase_of
-from consumer.vendors import (
+from consumer.normalization.fields import (
     JsonObject,
     TimeParse,
     absent,
+    build,
     extras_copier,
     required,
     required_object,
     time_or_none,
-    unknown_operation,
 )
 
 SOURCE_ENVELOPE: Final = "jdcloud.envelope"
@@ -41,23 +40,18 @@ _DETAIL_MAPPED: Final = frozenset({
 })
 # ``source`` is the format marker (always jcloud.vm); ``time`` and ``resources`` stay attributes.
 _ENVELOPE_MAPPED: Final = frozenset({"detail", "id", "pin", "region", "source"})
-_spec_of = OPERATIONS.get
-_phase_of_status = STATUS_PHASES.get
 _copy_detail_extras = extras_copier(_DETAIL_MAPPED)
 _copy_envelope_extras = extras_copier(_ENVELOPE_MAPPED)
 
 
-def adapt_envelope(obj: JsonObject, parse_time: TimeParse) -> InstanceEvent:
+def adapt_envelope(obj: JsonObject, parse_time: TimeParse,
+                   received_ms: int | None = None) -> list[InstanceEvent]:
     """The full cloud events envelope; ``detail`` holds the event."""
     where = "jdcloud: "
     detail = required_object(obj, "detail", where)
-    region, pin, note = obj.get("region"), obj.get("pin"), obj.get("id")
-    if type(region) is not str or not region:
-        region = absent(region, "region", where)
-    if type(pin) is not str or not pin:
-        pin = absent(pin, "pin", where)
-    if type(note) is not str or not note:
-        note = absent(note, "id", where)
+    region = v if type(v := obj.get("region")) is str and v else absent(v, "region", where)
+    pin = v if type(v := obj.get("pin")) is str and v else absent(v, "pin", where)
+    note = v if type(v := obj.get("id")) is str and v else absent(v, "id", where)
     attributes: dict[str, str] = {}
     _copy_envelope_extras(obj, attributes)
     event = _adapt(detail, "jdcloud: detail.", parse_time, attributes, obj)
@@ -65,29 +59,23 @@ def adapt_envelope(obj: JsonObject, parse_time: TimeParse) -> InstanceEvent:
     event["account_id"] = pin
     event["notification_id"] = note
     event["source_format"] = SOURCE_ENVELOPE
-    return event
+    return [event]
 
 
-def adapt_detail(obj: JsonObject, parse_time: TimeParse) -> InstanceEvent:
+def adapt_detail(obj: JsonObject, parse_time: TimeParse,
+                 received_ms: int | None = None) -> list[InstanceEvent]:
     """The bare event detail, as forwarded without the envelope."""
-    return _adapt(obj, "jdcloud: ", parse_time, {}, None)
+    return [_adapt(obj, "jdcloud: ", parse_time, {}, None)]
 
 
 def _adapt(detail: JsonObject, where: str, parse_time: TimeParse, attributes: dict[str, str],
            envelope: JsonObject | None) -> InstanceEvent:
     get = detail.get
-    code, state, instance_id = get("eventAction"), get("eventState"), get("instanceId")
-    last, current = get("instanceLastState"), get("instanceCurrentState")
-    if type(code) is not str or not code:
-        required(code, "eventAction", where)
-    if type(state) is not str or not state:
-        state = absent(state, "eventState", where)
-    if type(last) is not str or not last:
-        last = absent(last, "instanceLastState", where)
-    if type(current) is not str or not current:
-        current = absent(current, "instanceCurrentState", where)
-    if type(instance_id) is not str or not instance_id:
-        instance_id = absent(instance_id, "instanceId", where)
+    code = v if type(v := get("eventAction")) is str and v else required(v, "eventAction", where)
+    state = v if type(v := get("eventState")) is str and v else absent(v, "eventState", where)
+    instance_id = v if type(v := get("instanceId")) is str and v else absent(v, "instanceId",
+                                                                             where)
+    if instance_id is None:
         if envelope is not None:
             instance_id = _first_resource(envelope)
         if instance_id is None:
@@ -101,32 +89,14 @@ def _adapt(detail: JsonObject, where: str, parse_time: TimeParse, attributes: di
             raise InvalidEvent(f"{where}eventTime is required")
 
     _copy_detail_extras(detail, attributes)
-    spec = _spec_of(code)
-    return {
-        "vendor": "jdcloud",
-        "instance_id": instance_id,
-        "vendor_event_code": code,
-        "operation": (spec.operation if spec is not None
-                      else unknown_operation(code, "eventAction", where)),
-        "known": spec is not None,
-        "phase": ((_phase_of_status(state) or phase_of(state)) if state is not None
-                  else None),  # the vendors' spelling in one lookup, else any case
-        "vendor_status": state,
-        "event_time": event_time,
-        "region": None,
-        "account_id": None,
-        "notification_id": None,
-        "vendor_event_id": None,
-        "level": None,
-        "previous_state": last,
-        "current_state": current,
-        "publish_time": None,
-        "not_before": None,
-        "start_time": None,
-        "end_time": None,
-        "source_format": SOURCE_DETAIL,
-        "attributes": attributes,
-    }
+    event = build("jdcloud", SOURCE_DETAIL, code, "eventAction", where, instance_id, event_time,
+                  state, attributes)
+    last, current = get("instanceLastState"), get("instanceCurrentState")
+    event["previous_state"] = last if type(last) is str and last else absent(
+        last, "instanceLastState", where)
+    event["current_state"] = current if type(current) is str and current else absent(
+        current, "instanceCurrentState", where)
+    return event
 
 
 def _first_resource(envelope: JsonObject) -> str | None:
