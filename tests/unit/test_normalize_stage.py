@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from confluent_kafka import Message
-from consumer.normalization import Normalizer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer.config import load_settings
 from consumer.metrics import Metrics
+from consumer.normalization import Normalizer
 from consumer.runtime.deadletter import DeadLetters, record_size, usable_bytes
 from consumer.runtime.normalize_stage import NormalizeProcessor
 from consumer.serde import load_schemas, single_object_encoder
