@@ -14,7 +14,7 @@ from types import FrameType
 import structlog
 
 from consumer.config import Settings
-from consumer.correlator import CorrelatorConfig
+from consumer.correlator import correlator_config
 from consumer.errors import KafkaRuntimeError
 from consumer.http import Health, HealthServer
 from consumer.metrics import Metrics
@@ -72,8 +72,7 @@ def correlate_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
         return value_encoder(settings, outcome_schema, topic)
 
     processor = CorrelateProcessor(
-        settings, CorrelatorConfig.from_spec(settings.correlate_timeouts,
-                                             max_pending=settings.correlate_max_pending),
+        settings, correlator_config(settings),
         Decoder(schemas, registry_fetcher(settings)), encoder_for, metrics,
         heartbeat=health.tick)
     return StageLoop(settings, processor, [settings.normalized_topic], settings.correlate_group,

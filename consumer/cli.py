@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import BinaryIO
 
@@ -65,21 +66,24 @@ def cmd_normalize(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_correlate(args: argparse.Namespace, settings: Settings) -> int:
     """Raw vendor events (JSON lines, any vendors) -> operation outcomes (JSON lines).
 
-    Time is the input's own: the clock is the newest event time seen, so timeouts mean the same
-    as online. At the end, operations past their timeout are reported timed_out and the rest are
-    listed on stderr as still pending.
+    The whole input is at hand, so the notifications are correlated in event-time order, the
+    order in which the stage's reorder buffer releases them online: the output does not depend
+    on the order of the lines, and equals the stage's whenever the stream's disorder stays within
+    the allowed lateness. Time is the input's own (deadlines are event times). At the end the
+    watermark moves to the newest event time: operations past their deadline by then are
+    reported timed_out, the rest are listed on stderr as pending, with ISO-8601 times.
     """
-    from consumer.correlator import Correlator, CorrelatorConfig
+    from consumer.correlator import (
+        PENDING_TIME_FIELDS,
+        Correlator,
+        correlator_config,
+        release_key,
+    )
 
     normalizer = Normalizer(default_timezone=settings.default_timezone,
                             max_payload_bytes=settings.max_message_bytes)
     ts = timestamp_fields(load_schemas(settings.schema_dir)["OperationOutcome"].raw)
-    watermark = [0]
-    correlator = Correlator(
-        CorrelatorConfig.from_spec(settings.correlate_timeouts,
-                                   max_pending=settings.correlate_max_pending),
-        clock=lambda: watermark[0])
-    out = sys.stdout.buffer
+    events = []
     with _open_input(args.file) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -90,18 +94,23 @@ def cmd_correlate(args: argparse.Namespace, settings: Settings) -> int:
                 sys.stderr.buffer.write(orjson.dumps(
                     {"line": lineno, "reason": exc.reason, "error": str(exc)}) + b"\n")
                 continue
-            if event["event_time"] > watermark[0]:
-                watermark[0] = event["event_time"]
-                for outcome in correlator.expire(watermark[0]):
-                    out.write(to_json_line(outcome, ts))
-            for outcome in correlator.process(event):
-                out.write(to_json_line(outcome, ts))
-    for outcome in correlator.expire(watermark[0]):
+            events.append((release_key(event), event))
+    # Equal keys are equal notifications (the key ends with a digest of the content): a stable
+    # sort on the key alone makes the order of the lines irrelevant.
+    events.sort(key=itemgetter(0))
+    clock = [0]
+    correlator = Correlator(correlator_config(settings), clock=lambda: clock[0])
+    out = sys.stdout.buffer
+    for (t, _, _), event in events:
+        clock[0] = t  # sorted: the newest time so far, the input's own processing clock
+        for outcome in correlator.process(event):
+            out.write(to_json_line(outcome, ts))
+    for outcome in correlator.flush():
         out.write(to_json_line(outcome, ts))
     out.flush()
-    pending = [state for key, state in correlator.snapshot().items() if key.startswith("p|")]
-    for state in pending:
-        sys.stderr.buffer.write(orjson.dumps({"pending": state}) + b"\n")
+    pending = correlator.pending_operations()
+    for op in pending:
+        sys.stderr.buffer.write(to_json_line(op, PENDING_TIME_FIELDS))
     if pending:
         print(f"vmevents: {len(pending)} operations still pending at the end of the input",
               file=sys.stderr)

@@ -60,6 +60,8 @@ class Settings:
     log_level: str = "info"
     correlate_timeouts: str = ""
     correlate_max_pending: int = 100_000
+    correlate_allowed_lateness_ms: int = 600_000
+    correlate_late_end_horizon_ms: int = 7 * 86_400_000
     create_topics: bool = True
     topic_partitions: int = 6
     topic_replication_factor: int = 1
@@ -87,6 +89,19 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0,
         bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
         raise ConfigError(f"{name}={value} must be {bound}")
     return value
+
+
+def _duration(env: Mapping[str, str], name: str, default: int) -> int:
+    """``10m`` -> 600000 (units ms, s, m, h, d; a bare number is milliseconds)."""
+    from consumer.correlation.config import parse_duration
+
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        return parse_duration(raw)
+    except ConfigError:
+        raise ConfigError(f"{name}={raw!r} is not a duration (e.g. 10m, 90s, 7d)") from None
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -188,6 +203,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=log_level,
         correlate_timeouts=env.get("VMEVENTS_CORRELATE_TIMEOUTS", ""),
         correlate_max_pending=_int(env, "VMEVENTS_CORRELATE_MAX_PENDING", 100_000, minimum=1),
+        correlate_allowed_lateness_ms=_duration(env, "VMEVENTS_CORRELATE_ALLOWED_LATENESS",
+                                                600_000),
+        correlate_late_end_horizon_ms=_duration(env, "VMEVENTS_CORRELATE_LATE_END_HORIZON",
+                                                7 * 86_400_000),
         create_topics=_bool(env, "VMEVENTS_CREATE_TOPICS", True),
         topic_partitions=_int(env, "VMEVENTS_TOPIC_PARTITIONS", 6, minimum=1),
         topic_replication_factor=_int(env, "VMEVENTS_TOPIC_REPLICATION_FACTOR", 1, minimum=1),
