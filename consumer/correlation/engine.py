@@ -70,6 +70,7 @@ from typing import Any, NamedTuple
 from consumer.correlation.config import CorrelatorConfig
 from consumer.correlation.outcome import ATTR_CLOCK_SKEW, ATTR_EVICTED, Outcome, OutcomeKind
 from consumer.correlation.state import (
+    MAX_SPANS,
     DoneMarker,
     OpState,
     PendingOp,
@@ -374,6 +375,11 @@ class Correlator:
     def _step(self, s: Step, event: InstanceEvent, now: int, out: list[Outcome]) -> None:
         key = s.key
         op = self._pending.get(key)
+        if op is not None and op.deadline < now:
+            # Applied at once, ahead of the watermark: the deadline came first in event time,
+            # as it would have on release.
+            self._expire_op(op, op.deadline, out, evicted=False)
+            op = None
         marker = self._done.get(key)
         if marker is not None and marker.expires > now and self._finished(s, op, marker, event,
                                                                           now, out):
@@ -389,9 +395,14 @@ class Correlator:
                 and (marker.by_id or s.when > marker.last)):
             self._late_completion(s, marker, event, now, out)
             return True
-        if marker.by_id or s.when <= marker.last:
+        if marker.by_id:
             self.counters["straggler"] += 1
             return True
+        if s.when <= marker.last:
+            if marker.covers(s.when, self.config.skew_tolerance_ms):
+                self.counters["straggler"] += 1
+                return True
+            self.counters["older_operation"] += 1  # arrived after a newer one: still applied
         return False
 
     def _late_completion(self, s: Step, marker: DoneMarker, event: InstanceEvent, now: int,
@@ -587,6 +598,10 @@ class Correlator:
         return None if best is None else best[1]
 
     def _lifecycle_straggler(self, base: str, when: int, now: int) -> bool:
+        """A new-state-only change at or before a reported transition of the instance: a
+        redelivery, or one that arrived beyond the lateness after a later one. Without its
+        previous state it cannot be placed either way, so it is dropped (counted ``late`` when
+        late, and ``straggler``)."""
         for name in LIFECYCLE_OPS:
             marker = self._store.live_marker(base + name, now)
             if marker is not None and when <= marker.last:
@@ -693,11 +708,14 @@ class Correlator:
             "sources": op.sources, "attributes": attrs or {},
         })
         high = op.last_when if last is None or last < op.last_when else last
+        # An end whose start never came covers everything before it: a start arriving after it
+        # was reported is its own, most likely, not another operation's.
+        first = started if started is not None else NO_TIME if finished is not None else high
         if finished is None and kind in _OPEN_ENDED:
-            self._remember(op.key, op.by_id, high, now, open_end=True, start=started,
+            self._remember(op.key, op.by_id, first, high, now, open_end=True, start=started,
                            notice=notice, from_state=op.from_state)
         else:
-            self._remember(op.key, op.by_id, high, now)
+            self._remember(op.key, op.by_id, first, high, now)
 
     # -- bookkeeping -----------------------------------------------------------------------
 
@@ -718,20 +736,25 @@ class Correlator:
         op.timeout_ms = delay
         self._store.schedule(op, last + delay)
 
-    def _remember(self, key: str, by_id: bool, last: int, now: int, *, open_end: bool = False,
-                  start: int | None = None, notice: int | None = None,
+    def _remember(self, key: str, by_id: bool, first: int, last: int, now: int, *,
+                  open_end: bool = False, start: int | None = None, notice: int | None = None,
                   from_state: str | None = None) -> None:
         """Mark ``key`` finished. One that ended without its end is remembered for the late-end
-        horizon, with what its late end's outcome needs."""
+        horizon, with what its late end's outcome needs. A live marker's span is kept too."""
         cfg = self.config
         old = self._done.get(key)
-        if old is not None and old.expires > now and old.last > last:  # a live marker
-            last = old.last
+        older: tuple[int, ...] = ()
+        if old is not None and old.expires > now:
+            spans = sorted(zip(*[iter((first, last, *old.spans()))] * 2, strict=True),
+                           key=lambda span: span[1], reverse=True)[:MAX_SPANS]
+            (first, last), rest = spans[0], spans[1:]
+            older = tuple(t for span in rest for t in span)
         if open_end:
             ttl = max(cfg.done_ttl_ms, cfg.late_end_horizon_ms)
-            marker = DoneMarker(last, True, by_id, now + ttl, start, notice, from_state)
+            marker = DoneMarker(first, last, True, by_id, now + ttl, start, notice, from_state,
+                                older)
         else:
-            marker = DoneMarker(last, False, by_id, now + cfg.done_ttl_ms)
+            marker = DoneMarker(first, last, False, by_id, now + cfg.done_ttl_ms, older=older)
         self._store.remember(key, marker, cfg.max_done)
 
 

@@ -26,6 +26,9 @@ PENDING_PREFIX: Final = "p|"
 DONE_PREFIX: Final = "d|"
 BUFFER_PREFIX: Final = "b|"
 WATERMARK_KEY: Final = "w|"
+MAX_SPANS: Final = 4
+"""Finished operations remembered per key (their time spans), to tell stragglers of each from
+a late older operation."""
 MAX_REFS: Final = 16
 """At most this many notification ids and source coordinates are kept per operation."""
 _NO_ATTRIBUTES: Final[dict[str, str]] = {}
@@ -176,7 +179,11 @@ class PendingOp:
 class DoneMarker:
     """Memory of a finished operation, so late duplicates and stragglers produce nothing.
 
-    ``last`` is the latest vendor time seen of the operation; ``open_end`` says it finished
+    ``first`` and ``last`` are the earliest and latest vendor times of the operation; ``older``
+    holds the (first, last) spans of up to ``MAX_SPANS - 1`` operations finished before it on the
+    key. On a key without a vendor event id, a notification inside a span is a straggler of that
+    operation; one outside every span belongs to another operation that arrived late, and is
+    applied. ``open_end`` says it finished
     without an end notification (timed_out, superseded, evicted), so one later end on the same
     key is that operation's late end: ``start``, ``notice`` and ``from_state`` are kept for the
     outcome that end completes. ``by_id``: the key holds a vendor event id (or is a single
@@ -184,12 +191,15 @@ class DoneMarker:
     is in event time (compared with the watermark).
     """
 
-    __slots__ = ("by_id", "expires", "from_state", "last", "notice", "open_end", "start")
+    __slots__ = ("by_id", "expires", "first", "from_state", "last", "notice", "older", "open_end",
+                 "start")
 
-    def __init__(self, last: int, open_end: bool, by_id: bool, expires: int,
+    def __init__(self, first: int, last: int, open_end: bool, by_id: bool, expires: int,
                  start: int | None = None, notice: int | None = None,
-                 from_state: str | None = None) -> None:
+                 from_state: str | None = None, older: tuple[int, ...] = ()) -> None:
+        self.first = first
         self.last = last
+        self.older = older
         self.open_end = open_end
         self.by_id = by_id
         self.expires = expires
@@ -198,25 +208,42 @@ class DoneMarker:
         self.from_state = from_state
 
     def copy(self) -> DoneMarker:
-        return DoneMarker(self.last, self.open_end, self.by_id, self.expires, self.start,
-                          self.notice, self.from_state)
+        return DoneMarker(self.first, self.last, self.open_end, self.by_id, self.expires,
+                          self.start, self.notice, self.from_state, self.older)
+
+    def covers(self, when: int, slack: int) -> bool:
+        """Whether ``when`` falls inside a remembered operation (its start ``slack`` early)."""
+        if self.first - slack <= when <= self.last:
+            return True
+        older = self.older
+        return any(older[i] - slack <= when <= older[i + 1] for i in range(0, len(older), 2))
+
+    def spans(self) -> tuple[int, ...]:
+        """Every remembered span, flat, newest first."""
+        return (self.first, self.last, *self.older)
 
     def encode(self) -> bytes:
-        d: dict[str, Any] = {"v": FORMAT_VERSION, "last": self.last, "open_end": self.open_end,
-                             "by_id": self.by_id, "expires": self.expires}
+        d: dict[str, Any] = {"v": FORMAT_VERSION, "first": self.first, "last": self.last,
+                             "open_end": self.open_end, "by_id": self.by_id,
+                             "expires": self.expires}
         if self.open_end:  # only an operation without its end needs what its late end completes
             d["start"], d["notice"], d["from_state"] = self.start, self.notice, self.from_state
+        if self.older:
+            d["older"] = self.older
         return orjson.dumps(d)
 
     @classmethod
     def decode(cls, value: bytes) -> DoneMarker:
         d: dict[str, Any] = orjson.loads(value)
-        return cls(d["last"], d.get("open_end", False), d.get("by_id", False), d["expires"],
-                   d.get("start"), d.get("notice"), d.get("from_state"))
+        return cls(d.get("first", d["last"]), d["last"], d.get("open_end", False),
+                   d.get("by_id", False), d["expires"], d.get("start"), d.get("notice"),
+                   d.get("from_state"), tuple(d.get("older", ())))
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = orjson.loads(self.encode())
         del out["v"]
+        if "older" in out:
+            out["older"] = tuple(out["older"])
         return out
 
 
