@@ -373,3 +373,41 @@ def test_alibaba_lifecycle_in_order_with_late_duplicates(
     assert sorted((o["instance_id"], o["operation"]) for o in ends) == sorted(expected)
     assert sorted((o["instance_id"], o["started_at"]) for o in alerts) == sorted(
         (o["instance_id"], o["started_at"]) for o in ends if o["after_timeout"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(scenarios(), st.data())
+def test_rollback_undoes_exactly_the_aborted_batch(sc: Scenario, data: st.DataObject) -> None:
+    """Batches, some aborted: the aborted attempt's outcomes and changelog writes are thrown
+    away (as the transaction is), the correlator rolls back, the batch is redone. Outcomes, the
+    changelog and the final state equal a run where nothing aborted."""
+    steps = list(zip(sc.stream, sc.gaps, strict=True))
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, len(steps)), max_size=8))))
+    batches = [steps[a:b] for a, b in zip([0, *cuts], [*cuts, len(steps)], strict=True)]
+    aborted = data.draw(st.lists(st.booleans(), min_size=len(batches), max_size=len(batches)))
+
+    def replay(with_aborts: bool) -> tuple[list[Outcome], dict[str, bytes | None], Any]:
+        now = [CLOCK0]
+        corr = Correlator(config(sc.max_pending), lambda: now[0])
+        outs: list[Outcome] = []
+        log: dict[str, bytes | None] = {}
+        for batch, abort in zip(batches, aborted, strict=True):
+            for attempt in (True, False) if with_aborts and abort else (False,):
+                start = now[0]
+                corr.commit_point()
+                got: list[Outcome] = []
+                for (_, e), gap in batch:
+                    now[0] += gap
+                    got.extend(corr.expire())
+                    got.extend(corr.process(e))
+                writes = corr.drain_changes()
+                if attempt:  # the transaction aborts: nothing of it survives but the clock
+                    assert corr.rollback() >= 0
+                    assert corr.drain_changes() == []
+                    now[0] = start
+                    continue
+                outs.extend(got)
+                log.update(writes)
+        return outs, log, corr.snapshot()
+
+    assert replay(with_aborts=True) == replay(with_aborts=False)
