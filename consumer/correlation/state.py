@@ -117,15 +117,6 @@ class PendingOp:
             if self.notice_at is None:
                 self.notice_at = event["publish_time"]
 
-    def copy(self) -> PendingOp:
-        """A copy that later changes to this one do not reach (the store's pre-image)."""
-        op = PendingOp.__new__(PendingOp)
-        for name in PendingOp.__slots__:
-            setattr(op, name, getattr(self, name))
-        op.nids = list(self.nids)
-        op.sources = list(self.sources)
-        return op
-
     def encode(self) -> bytes:
         return orjson.dumps({
             "v": FORMAT_VERSION, "state": _STATE_VALUES[self.state], "by_id": self.by_id,

@@ -68,7 +68,8 @@ class StateStore:
         self._dirty_buffer: dict[str, bool] = {}
         self._dirty_meta = False
         # pre-images since the last commit point (None: the key held nothing)
-        self._pre_pending: dict[str, PendingOp | None] = {}
+        self._pre_pending: dict[str, PendingOp | bytes | None] = {}
+        """An operation changed in place is kept encoded (cheaper than a copy, rarely read)."""
         self._pre_done: dict[str, DoneMarker | None] = {}
         self._pre_buffer: dict[str, bytes | None] = {}
         self._pre_meta: Meta | None = None
@@ -90,7 +91,7 @@ class StateStore:
         if key not in self._dirty_pending:
             self._dirty_pending[key] = True
         if key not in self._pre_pending:
-            self._pre_pending[key] = op.copy()
+            self._pre_pending[key] = op.encode()
 
     def discard(self, op: PendingOp) -> None:
         """Drop ``op`` if it is the one held for its key (detached operations are not)."""
@@ -255,11 +256,12 @@ class StateStore:
     def rollback(self) -> int:
         """Put back every key changed since the last commit point; returns how many."""
         n = 0
-        for key, op in self._pre_pending.items():
+        for key, pre in self._pre_pending.items():
             n += 1
-            if op is None:
+            if pre is None:
                 self.pending.pop(key, None)
             else:
+                op = PendingOp.decode(key, pre) if isinstance(pre, bytes) else pre
                 self.pending[key] = op
                 heappush(self._deadlines, (op.deadline, key))
         for key, marker in self._pre_done.items():
