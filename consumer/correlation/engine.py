@@ -35,7 +35,9 @@ arrival (the latency bound). A backlog being read has short gaps and does not ju
   timeout; it fires when ``W`` passes it, interleaved in time order with the buffer's releases.
   Offline and online agree, and a replay times out exactly as the live stream did.
 - **Late notifications** (time ``<= W`` on arrival) are still applied, directly, by the rules
-  below, which handle any order; they are counted (``late``), never dropped silently.
+  below, which handle any order; they are counted (``late``), never dropped silently. The waits
+  they start (an end's grace for its start, a start's timeout) count from ``W``, not from their
+  own time, which ``W`` has already passed.
 - **Late completions.** An operation past its deadline is emitted ``timed_out`` (the alert). Its
   end, arriving within ``late_end_horizon_ms`` (7 d), is emitted as its real outcome with start,
   finish and duration and ``after_timeout=true``; a duplicate of that end is a straggler.
@@ -181,6 +183,7 @@ class Correlator:
         self._default_timeout = config.default_timeout_ms
         self._lateness = config.allowed_lateness_ms
         self._wall = 0  # processing time of the current call: decided_at of what it emits
+        self._floor = NO_TIME  # while a late notification is applied: the watermark
         self.counters: Counter[str] = Counter()
         """Anomalies seen (duplicate, straggler, superseded, clock_skew, evicted, late,
         late_completion, ...) for metrics."""
@@ -229,8 +232,14 @@ class Correlator:
         if t <= st.watermark:
             self.counters["late"] += 1
             self.late[(event["vendor"], event["operation"], event["known"])] += 1
-            self._apply(event, t, out)
-            self._advance(st.watermark, out)  # deadlines it set that are already behind W
+            # Its waits (grace for its start, timeout for its end) count from the watermark,
+            # as if it had come in time: its partner is usually right behind it.
+            self._floor = st.watermark
+            try:
+                self._apply(event, t, out)
+            finally:
+                self._floor = NO_TIME
+            self._advance(st.watermark, out)
         elif at_once:
             self._apply(event, t, out)
         else:
@@ -723,7 +732,7 @@ class Correlator:
         """Set ``op``'s deadline (event time) from its latest notification, by its state: the
         same whatever order its notifications came in."""
         cfg = self.config
-        last = op.last_when
+        last = op.last_when if op.last_when > self._floor else self._floor
         if op.state is _STARTED:
             delay = self._timeouts.get(op.operation, self._default_timeout)
         elif op.state is _ENDED:
