@@ -13,7 +13,7 @@ from collections.abc import Callable
 import structlog
 
 from consumer.config import Settings
-from consumer.correlator import CorrelatorConfig
+from consumer.correlator import correlator_config
 from consumer.errors import KafkaRuntimeError
 from consumer.http import Health, HealthServer
 from consumer.metrics import Metrics
@@ -84,8 +84,7 @@ def correlate_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
         return value_encoder(settings, outcome_schema, topic)
 
     processor = CorrelateProcessor(
-        settings, CorrelatorConfig.from_spec(settings.correlate_timeouts,
-                                             max_pending=settings.correlate_max_pending),
+        settings, correlator_config(settings),
         Decoder(schemas, registry_fetcher(settings), expect="InstanceEvent"), encoder_for, metrics,
         heartbeat=health.tick,
         dead_letters=DeadLetters(settings.dlq_topic, "correlate",

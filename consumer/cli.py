@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import BinaryIO
 
 import orjson
@@ -19,6 +20,7 @@ from consumer.config import Settings, load_settings
 from consumer.errors import ConfigError, InputError, KafkaRuntimeError, OutOfScope, RejectedEvent
 from consumer.jsonout import timestamp_fields, to_json_line
 from consumer.logs import configure
+from consumer.model import InstanceEvent
 from consumer.normalization import Normalizer
 from consumer.redact import redact
 from consumer.serde import load_schemas
@@ -39,6 +41,21 @@ def _open_input(path: str) -> Iterator[BinaryIO]:
         yield f
 
 
+def _normalizer(settings: Settings) -> Normalizer:
+    return Normalizer(default_timezone=settings.default_timezone,
+                      max_payload_bytes=settings.max_message_bytes,
+                      min_event_time_ms=settings.min_event_time_ms,
+                      max_future_ms=settings.max_future_days * 86_400_000)
+
+
+def _report(lineno: int, exc: RejectedEvent) -> None:
+    """One JSON line on stderr for an input line that gave no event (out of scope names its vendor)."""
+    report: dict[str, object] = {"line": lineno, "reason": exc.reason, "error": str(exc)}
+    if isinstance(exc, OutOfScope):
+        report["vendor"] = exc.vendor
+    sys.stderr.buffer.write(orjson.dumps(report) + b"\n")
+
+
 def cmd_normalize(args: argparse.Namespace, settings: Settings) -> int:
     """Raw vendor events (JSON lines) -> normalized records (JSON lines); rejects on stderr.
 
@@ -46,10 +63,7 @@ def cmd_normalize(args: argparse.Namespace, settings: Settings) -> int:
     is one JSON line on stderr naming the input line. A payload without an event time gets the
     time its line was read, and says so in its attributes.
     """
-    normalizer = Normalizer(default_timezone=settings.default_timezone,
-                            max_payload_bytes=settings.max_message_bytes,
-                            min_event_time_ms=settings.min_event_time_ms,
-                            max_future_ms=settings.max_future_days * 86_400_000)
+    normalizer = _normalizer(settings)
     ts = timestamp_fields(load_schemas(settings.schema_dir)["InstanceEvent"].raw)
     out = sys.stdout.buffer
     bad = 0
@@ -59,15 +73,9 @@ def cmd_normalize(args: argparse.Namespace, settings: Settings) -> int:
                 continue
             try:
                 events = normalizer.normalize_all(line)
-            except OutOfScope as exc:
-                sys.stderr.buffer.write(orjson.dumps(
-                    {"line": lineno, "reason": exc.reason, "vendor": exc.vendor,
-                     "error": str(exc)}) + b"\n")
-                continue
             except RejectedEvent as exc:
-                bad += 1
-                sys.stderr.buffer.write(orjson.dumps(
-                    {"line": lineno, "reason": exc.reason, "error": str(exc)}) + b"\n")
+                bad += not isinstance(exc, OutOfScope)  # out of scope is not a rejection
+                _report(lineno, exc)
                 continue
             for event in events:
                 out.write(to_json_line(event, ts))
@@ -78,43 +86,49 @@ def cmd_normalize(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_correlate(args: argparse.Namespace, settings: Settings) -> int:
     """Raw vendor events (JSON lines, any vendors) -> operation outcomes (JSON lines).
 
-    Time is the input's own: the clock is the newest event time seen, so timeouts mean the same
-    as online. At the end, operations past their timeout are reported timed_out and the rest are
-    listed on stderr as still pending.
+    The whole input is at hand, so the notifications are correlated in event-time order, the
+    order in which the stage's reorder buffer releases them online: the output does not depend
+    on the order of the lines, and equals the stage's whenever the stream's disorder stays within
+    the allowed lateness. Time is the input's own (deadlines are event times). At the end the
+    watermark moves to the newest event time: operations past their deadline by then are
+    reported timed_out, the rest are listed on stderr as pending, with ISO-8601 times.
     """
-    from consumer.correlator import Correlator, CorrelatorConfig
+    from consumer.correlator import (
+        PENDING_TIME_FIELDS,
+        Correlator,
+        correlator_config,
+        release_key,
+    )
 
-    normalizer = Normalizer(default_timezone=settings.default_timezone,
-                            max_payload_bytes=settings.max_message_bytes)
+    normalizer = _normalizer(settings)
     ts = timestamp_fields(load_schemas(settings.schema_dir)["OperationOutcome"].raw)
-    watermark = [0]
-    correlator = Correlator(
-        CorrelatorConfig.from_spec(settings.correlate_timeouts,
-                                   max_pending=settings.correlate_max_pending),
-        clock=lambda: watermark[0])
-    out = sys.stdout.buffer
+    events: list[tuple[tuple[int, int, str], InstanceEvent]] = []
     with _open_input(args.file) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                event = normalizer.normalize(line)
+                normalized = normalizer.normalize_all(line)
             except RejectedEvent as exc:
-                sys.stderr.buffer.write(orjson.dumps(
-                    {"line": lineno, "reason": exc.reason, "error": str(exc)}) + b"\n")
+                _report(lineno, exc)
                 continue
-            if event["event_time"] > watermark[0]:
-                watermark[0] = event["event_time"]
-                for outcome in correlator.expire(watermark[0]):
-                    out.write(to_json_line(outcome, ts))
-            for outcome in correlator.process(event):
-                out.write(to_json_line(outcome, ts))
-    for outcome in correlator.expire(watermark[0]):
+            events.extend((release_key(event), event) for event in normalized)
+    # Equal keys are equal notifications (the key ends with a digest of the content): a stable
+    # sort on the key alone makes the order of the lines irrelevant.
+    events.sort(key=itemgetter(0))
+    clock = [0]
+    correlator = Correlator(correlator_config(settings), clock=lambda: clock[0])
+    out = sys.stdout.buffer
+    for (t, _, _), event in events:
+        clock[0] = t  # sorted: the newest time so far, the input's own processing clock
+        for outcome in correlator.process(event):
+            out.write(to_json_line(outcome, ts))
+    for outcome in correlator.flush():
         out.write(to_json_line(outcome, ts))
     out.flush()
-    pending = [state for key, state in correlator.snapshot().items() if key.startswith("p|")]
-    for state in pending:
-        sys.stderr.buffer.write(orjson.dumps({"pending": state}) + b"\n")
+    pending = correlator.pending_operations()
+    for op in pending:
+        sys.stderr.buffer.write(to_json_line(op, PENDING_TIME_FIELDS))
     if pending:
         noun = "operation" if len(pending) == 1 else "operations"
         print(f"vmevents: {len(pending)} {noun} still pending at the end of the input",

@@ -71,6 +71,8 @@ class Settings:
     log_level: str = "info"
     correlate_timeouts: str = ""
     correlate_max_pending: int = 100_000
+    correlate_allowed_lateness_ms: int = 600_000
+    correlate_late_end_horizon_ms: int = 7 * 86_400_000
     create_topics: bool = True
     topic_partitions: int = 6
     topic_replication_factor: int = 1
@@ -119,6 +121,19 @@ def _date_ms(env: Mapping[str, str], name: str, default: str) -> int:
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a date (YYYY-MM-DD)") from None
     return (day - datetime.date(1970, 1, 1)).days * 86_400_000
+
+
+def _duration(env: Mapping[str, str], name: str, default: int) -> int:
+    """``10m`` -> 600000 (units ms, s, m, h, d; a bare number is milliseconds)."""
+    from consumer.correlation.config import parse_duration
+
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        return parse_duration(raw)
+    except ConfigError:
+        raise ConfigError(f"{name}={raw!r} is not a duration (e.g. 10m, 90s, 7d)") from None
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -298,6 +313,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         correlate_timeouts=env.get("VMEVENTS_CORRELATE_TIMEOUTS", ""),
         correlate_max_pending=c(lambda: _int(env, "VMEVENTS_CORRELATE_MAX_PENDING", 100_000,
                                              minimum=1), 1),
+        correlate_allowed_lateness_ms=c(lambda: _duration(
+            env, "VMEVENTS_CORRELATE_ALLOWED_LATENESS", 600_000), 600_000),
+        correlate_late_end_horizon_ms=c(lambda: _duration(
+            env, "VMEVENTS_CORRELATE_LATE_END_HORIZON", 7 * 86_400_000), 7 * 86_400_000),
         create_topics=c(lambda: _bool(env, "VMEVENTS_CREATE_TOPICS", True), True),
         topic_partitions=c(lambda: _int(env, "VMEVENTS_TOPIC_PARTITIONS", 6, minimum=1), 1),
         topic_replication_factor=c(lambda: _int(env, "VMEVENTS_TOPIC_REPLICATION_FACTOR", 1,

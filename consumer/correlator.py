@@ -5,6 +5,7 @@ changelog format, outcome record, configuration); see :mod:`consumer.correlation
 messy streams are handled.
 """
 
+from consumer.config import Settings
 from consumer.correlation import (
     OUTCOME_KINDS,
     Correlator,
@@ -13,6 +14,7 @@ from consumer.correlation import (
     OutcomeKind,
     parse_duration,
 )
+from consumer.correlation.engine import PENDING_TIME_FIELDS, release_key
 from consumer.correlation.transitions import DERIVED_OPS
 from consumer.normalization.operations import OPERATIONS
 
@@ -21,11 +23,20 @@ UNKNOWN_OPERATION = "unknown"
 labels, so a new vendor code can neither create unbounded topics nor fail on a missing one."""
 
 
+def correlator_config(settings: Settings) -> CorrelatorConfig:
+    """The correlator's configuration from the process settings (stage and offline alike)."""
+    return CorrelatorConfig.from_spec(
+        settings.correlate_timeouts, max_pending=settings.correlate_max_pending,
+        allowed_lateness_ms=settings.correlate_allowed_lateness_ms,
+        late_end_horizon_ms=settings.correlate_late_end_horizon_ms)
+
+
 def outcome_operations() -> list[str]:
     """Every operation an outcome topic can be named after: the set the topics Job pre-creates."""
     table = {spec.operation for spec in OPERATIONS.values()}
     return sorted(table | set(DERIVED_OPS) | {UNKNOWN_OPERATION})
 
 
-__all__ = ["OUTCOME_KINDS", "UNKNOWN_OPERATION", "Correlator", "CorrelatorConfig", "Outcome",
-           "OutcomeKind", "outcome_operations", "parse_duration"]
+__all__ = ["OUTCOME_KINDS", "PENDING_TIME_FIELDS", "UNKNOWN_OPERATION", "Correlator",
+           "CorrelatorConfig", "Outcome", "OutcomeKind", "correlator_config", "outcome_operations",
+           "parse_duration", "release_key"]

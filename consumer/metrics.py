@@ -104,8 +104,10 @@ class Metrics:
             "vmevents_unknown_codes", "Events whose vendor code is not in the operation table.",
             ["vendor"], registry=r)
         self.outcomes = Counter(
-            "vmevents_outcomes", "Correlated operation outcomes.",
-            ["vendor", "operation", "outcome"], registry=r)
+            "vmevents_outcomes",
+            "Correlated operation outcomes; after_timeout=\"true\": the real outcome of an "
+            "operation already reported timed_out (its end came after the deadline).",
+            ["vendor", "operation", "outcome", "after_timeout"], registry=r)
         self.operation_duration = Histogram(
             "vmevents_operation_duration_seconds",
             "Duration of completed operations as the vendor reported it.",
@@ -117,13 +119,27 @@ class Metrics:
         self.pending = Gauge(
             "vmevents_pending_operations", "Operations started and not finished, per partition.",
             ["partition"], registry=r)
+        self.buffered = Gauge(
+            "vmevents_reorder_buffered_notifications",
+            "Notifications waiting in the reorder buffer for the event-time watermark.",
+            ["partition"], registry=r)
+        self.watermark = Gauge(
+            "vmevents_event_time_watermark_seconds",
+            "Event time up to which the correlator has decided (newest event time minus the "
+            "allowed lateness; advances with processing time on a quiet partition).",
+            ["partition"], registry=r)
+        self.late_notifications = Counter(
+            "vmevents_late_notifications",
+            "Notifications that arrived later than the allowed lateness behind their partition's "
+            "newest event time: applied directly where unambiguous, never dropped silently.",
+            ["vendor", "operation"], registry=r)
         self.timeouts = Counter(
             "vmevents_timeouts", "Operations that started and did not finish in time.",
             ["vendor", "operation"], registry=r)
         self.anomalies = Counter(
             "vmevents_correlator_anomalies",
-            "Messy-stream cases the correlator handled: duplicate, straggler, late_end, superseded, "
-            "orphan_end, clock_skew, evicted, conflicting_end, restore_skipped, ...",
+            "Messy-stream cases the correlator handled: duplicate, straggler, late, late_completion, "
+            "superseded, orphan_end, clock_skew, evicted, conflicting_end, restore_skipped, ...",
             ["kind"], registry=r)
         self.consumer_lag = Gauge(
             "vmevents_consumer_lag",

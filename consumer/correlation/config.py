@@ -1,10 +1,12 @@
 """Correlator configuration: how long to wait for each operation, and how much state to keep.
 
-Timeouts are measured on the injected processing clock from the *last* notification of an
-operation, never from vendor event times: a replay of last month's events must not time out
-everything at once, and a quiet partition must still time out. A Scheduled notice with a
-``notBefore`` waits until ``notBefore`` (translated into processing time) plus the operation's
-timeout, because maintenance is announced days before it runs.
+Timeouts are in event time: an operation's deadline is the vendor time of its *last*
+notification plus its timeout, and it passes when the partition's event-time watermark does
+(see :mod:`consumer.correlation.engine`). So a replay of last month's events times out exactly
+as the live stream did, offline and online agree, and a quiet partition still times out because
+its watermark also advances with processing time. A Scheduled notice with a ``notBefore`` waits
+until ``notBefore`` plus the operation's timeout, because maintenance is announced days before it
+runs.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ _FIELD_KEYS: Final = {
     "grace": "orphan_end_grace_ms",
     "done_ttl": "done_ttl_ms",
     "skew": "skew_tolerance_ms",
+    "lateness": "allowed_lateness_ms",
+    "late_end_horizon": "late_end_horizon_ms",
 }
 
 
@@ -81,8 +85,12 @@ class CorrelatorConfig:
       0 and flagged); further back, on keys without a vendor event id, it belongs to an earlier
       operation whose start was lost.
     - ``max_pending``: cap on open operations per partition; the one due first is evicted.
-    - ``done_ttl_ms`` / ``max_done``: how long and how many finished operations are remembered so
-      late duplicates and stragglers are recognised.
+    - ``done_ttl_ms`` / ``max_done``: how long (event time) and how many finished operations are
+      remembered so late duplicates and stragglers are recognised.
+    - ``allowed_lateness_ms``: how far behind the newest event time of its partition a
+      notification may arrive and still be applied in event-time order (the watermark's lag).
+    - ``late_end_horizon_ms``: how long after a timeout the operation's end is still reported as
+      its late completion (``after_timeout``).
     """
 
     timeouts: Mapping[str, int] = field(default_factory=lambda: DEFAULT_TIMEOUTS)
@@ -93,12 +101,15 @@ class CorrelatorConfig:
     max_pending: int = 100_000
     done_ttl_ms: int = DAY
     max_done: int = 200_000
+    allowed_lateness_ms: int = 10 * MINUTE
+    late_end_horizon_ms: int = 7 * DAY
 
     def __post_init__(self) -> None:
         if self.max_pending < 1 or self.max_done < 1:
             raise ConfigError("max_pending and max_done must be at least 1")
         for name in ("default_timeout_ms", "notice_timeout_ms", "orphan_end_grace_ms",
-                     "skew_tolerance_ms", "done_ttl_ms"):
+                     "skew_tolerance_ms", "done_ttl_ms", "allowed_lateness_ms",
+                     "late_end_horizon_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
         if any(v < 0 for v in self.timeouts.values()):
@@ -111,9 +122,10 @@ class CorrelatorConfig:
     def from_spec(cls, spec: str, **overrides: Any) -> CorrelatorConfig:
         """Parse ``failure.reboot=30m,maintenance.reboot=72h`` over the defaults.
 
-        Besides operation names, the keys ``default``, ``notice``, ``grace``, ``done_ttl`` and
-        ``skew`` set the matching ``*_ms`` fields. ``overrides`` are passed to the constructor
-        (``max_pending=...``). An empty spec gives the defaults.
+        Besides operation names, the keys ``default``, ``notice``, ``grace``, ``done_ttl``,
+        ``skew``, ``lateness`` and ``late_end_horizon`` set the matching ``*_ms`` fields.
+        ``overrides`` are passed to the constructor (``max_pending=...``). An empty spec gives
+        the defaults.
         """
         timeouts = dict(DEFAULT_TIMEOUTS)
         fields: dict[str, Any] = {}

@@ -1,22 +1,58 @@
-"""The correlator: a pure state machine over one partition's normalized events.
+"""The correlator: a pure state machine over one partition's normalized events, in event time.
 
-One instance per Kafka partition, no Kafka import, an injected clock (epoch ms). The runtime
-calls :meth:`Correlator.process` per event and :meth:`Correlator.expire` per poll, then writes
-:meth:`Correlator.drain_changes` to the changelog in the same transaction as the outcomes;
-:meth:`Correlator.restore` rebuilds the state from that changelog after a rebalance.
+One instance per Kafka partition, no Kafka import, an injected processing clock (epoch ms). The
+runtime calls :meth:`Correlator.process` per event and :meth:`Correlator.expire` per poll, then
+writes :meth:`Correlator.drain_changes` to the changelog in the same transaction as the outcomes;
+:meth:`Correlator.restore` rebuilds the state from that changelog after a rebalance;
+:meth:`Correlator.rollback` undoes a batch whose transaction aborted (only the keys it touched)
+and :meth:`Correlator.commit_point` marks the last committed batch.
 
-Per event: a few dict lookups, one heap push when an operation's deadline moves, and one
-outcome dict when something ends. No copies of the event.
+Event time, not arrival order
+-----------------------------
+
+Each notification has one time: the vendor time of its role (start time of a start, end time of
+an end, event time otherwise). The partition has one clock, its **watermark**::
+
+    W = max(W, T_max + (now - t_arrival) - L)
+
+``T_max`` is the newest notification time seen on the partition, ``t_arrival`` the processing
+time when ``T_max`` last advanced, ``L`` the allowed lateness (``allowed_lateness_ms``, 10 min).
+While events flow, ``W`` trails the newest event time by ``L``; on a quiet partition it advances
+with processing time, so everything is released at most ``L`` of processing time after the last
+arrival (the latency bound). A backlog being read has short gaps and does not jump.
+
+- **Reorder buffer.** A notification that can pair ambiguously (no vendor event id: JD's
+  Executing/Executed, live migration, every StateChange) waits in a per-partition buffer and is
+  released to the state machine once its time is ``<= W``, in a total order that does not depend
+  on arrival: time, then a rank (ends, then notices and singles, then starts, so one operation
+  closes before the next on the same key opens at the same second), then a digest of the
+  notification. Within the lateness, the outcomes are a function of the set of notifications.
+- **At once.** What cannot change is applied on arrival: notifications with a vendor event id
+  (Alibaba's eventId: the key names one operation, so the order inside it does not matter; an
+  end that carries executeStartTime, or meets its start, completes at once), and single
+  notifications (faults, intervals).
+- **Deadlines in event time.** An operation's deadline is its last notification's time plus its
+  timeout; it fires when ``W`` passes it, interleaved in time order with the buffer's releases.
+  Offline and online agree, and a replay times out exactly as the live stream did.
+- **Late notifications** (time ``<= W`` on arrival) are still applied, directly, by the rules
+  below, which handle any order; they are counted (``late``), never dropped silently. The waits
+  they start (an end's grace for its start, a start's timeout) count from ``W``, not from their
+  own time, which ``W`` has already passed.
+- **Late completions.** An operation past its deadline is emitted ``timed_out`` (the alert). Its
+  end, arriving within ``late_end_horizon_ms`` (7 d), is emitted as its real outcome with start,
+  finish and duration and ``after_timeout=true``; a duplicate of that end is a straggler.
+
+The buffer is state: each buffered notification is a changelog record (``b|<t>|<rank>|<digest>``,
+a compact JSON array, see :mod:`consumer.correlation.state`), and ``W`` is one (``w|``).
 
 Rules for messy streams, beyond the table in :mod:`consumer.correlation.transitions`:
 
-- Duplicates. Inside an open operation, a repeated phase with the same time is dropped. After an
-  operation finished, a marker remembers it (``done_ttl_ms``, at most ``max_done``): on a key with
-  a vendor event id everything later on that key is dropped; on a key without one, a
-  notification at or before the operation's last time is a straggler and is dropped, a later one
-  starts the next operation. Single notifications are remembered by their exact time.
-- Timeouts run on the processing clock from the last notification (see ``config.py``), so a
-  quiet partition times out and a replay of old events does not. ``expire`` emits them.
+- Duplicates. A notification already buffered is dropped (same digest). Inside an open
+  operation, a repeated phase with the same time is dropped. After an operation finished, a
+  marker remembers it (``done_ttl_ms`` of event time, at most ``max_done``): on a key with a
+  vendor event id everything later on that key is dropped; on a key without one, a notification
+  at or before the operation's last time is a straggler and is dropped, a later one starts the
+  next operation. Single notifications are remembered by their exact time.
 - Clock skew: an end before its start never gives a negative duration. Within
   ``skew_tolerance_ms`` (or always, with a vendor event id) the duration is clamped to 0 and the
   skew reported in ``attributes["vmevents.clock_skew_ms"]``; further back, without an event id,
@@ -30,12 +66,20 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from hashlib import blake2b
 from typing import Any, NamedTuple
 
 from consumer.correlation.config import CorrelatorConfig
 from consumer.correlation.outcome import ATTR_CLOCK_SKEW, ATTR_EVICTED, Outcome, OutcomeKind
-from consumer.correlation.state import DoneMarker, OpState, PendingOp
-from consumer.correlation.store import StateStore
+from consumer.correlation.state import (
+    MAX_SPANS,
+    DoneMarker,
+    OpState,
+    PendingOp,
+    encode_notification,
+    notification_core,
+)
+from consumer.correlation.store import NO_TIME, StateStore
 from consumer.correlation.transitions import (
     CODE_PAIRS,
     LIFECYCLE_CODE,
@@ -82,7 +126,54 @@ _new_step = tuple.__new__
 # Enum members as module constants: ``OpState.STARTED`` read off the class goes through the
 # enum metaclass's attribute hook (~1k instructions in Python 3.11), a global costs ~50.
 _NONE, _ANNOUNCED, _STARTED, _ENDED = OpState.NONE, OpState.ANNOUNCED, OpState.STARTED, OpState.ENDED
-_NOTICE, _START, _END = Input.NOTICE, Input.START, Input.END
+_NOTICE, _START, _END, _FINAL = Input.NOTICE, Input.START, Input.END, Input.FINAL
+
+# Release order among notifications of the same time: an end closes its operation before the
+# next one on the key opens at the same second; notices and singles in between.
+_RANK_END, _RANK_NOTICE, _RANK_START = 0, 1, 2
+_ROLE_RANK = {_END: _RANK_END, _FINAL: _RANK_END, _NOTICE: _RANK_NOTICE, _START: _RANK_START}
+
+LateKey = tuple[str, str, bool]
+"""(vendor, operation, known) of a late notification, for the runtime's metric labels."""
+
+PENDING_TIME_FIELDS = frozenset({"scheduled_at", "not_before", "started_at", "ended_at",
+                                 "last_notification_at", "deadline"})
+"""Times in :meth:`Correlator.pending_operations` records (epoch ms; the CLI prints ISO-8601)."""
+
+
+def release_key(event: InstanceEvent) -> tuple[int, int, str]:
+    """The reorder buffer's total order of a notification: (time of its role, rank, digest).
+
+    The offline command sorts its whole input by this key, which is the order the buffer
+    releases notifications in online.
+    """
+    t, rank, _ = _place(event)
+    return t, rank, _digest(notification_core(event))
+
+
+def _digest(core: bytes) -> str:
+    return blake2b(core, digest_size=8).hexdigest()
+
+
+def _place(event: InstanceEvent) -> tuple[int, int, bool]:
+    """(time of the notification's role, release rank, whether it is applied on arrival)."""
+    if event["operation"] == LIFECYCLE_CODE and event["current_state"] is not None:
+        opens = event["current_state"].lower() in _OPENERS
+        return event["event_time"], _RANK_START if opens else _RANK_END, False
+    phase = event["phase"]
+    role = _PHASE_INPUT.get(phase) if phase is not None else None
+    if role is None:
+        return event["event_time"], _RANK_NOTICE, True
+    inp = role[0]
+    if inp is _START:
+        when = event["start_time"]
+    elif inp is _NOTICE:
+        when = None
+    else:
+        when = event["end_time"]
+    if when is None:
+        when = event["event_time"]
+    return when, _ROLE_RANK[inp], event["vendor_event_id"] is not None
 
 
 class Correlator:
@@ -93,8 +184,14 @@ class Correlator:
         self._clock = clock
         self._timeouts = dict(config.timeouts)  # a plain dict: faster than the read-only view
         self._default_timeout = config.default_timeout_ms
+        self._lateness = config.allowed_lateness_ms
+        self._wall = 0  # processing time of the current call: decided_at of what it emits
+        self._floor = NO_TIME  # while a late notification is applied: the watermark
         self.counters: Counter[str] = Counter()
-        """Anomalies seen (duplicate, straggler, superseded, clock_skew, evicted, ...) for metrics."""
+        """Anomalies seen (duplicate, straggler, superseded, clock_skew, evicted, late,
+        late_completion, ...) for metrics."""
+        self.late: Counter[LateKey] = Counter()
+        """Notifications that arrived behind the watermark, by (vendor, operation, known)."""
         self._store = StateStore(self.counters)
         self._pending = self._store.pending
         self._done = self._store.done
@@ -114,20 +211,160 @@ class Correlator:
     def pending_count(self) -> int:
         return len(self._pending)
 
+    @property
+    def buffered_count(self) -> int:
+        """Notifications waiting in the reorder buffer for the watermark."""
+        return len(self._store.buffer)
+
+    @property
+    def watermark(self) -> int | None:
+        """Event time up to which everything is decided (None before the first event)."""
+        w = self._store.watermark
+        return None if w == NO_TIME else w
+
     # -- public API ------------------------------------------------------------------------
 
     def process(self, event: InstanceEvent) -> list[Outcome]:
-        """Take one notification; return the outcomes it completes (usually zero or one)."""
-        now = self._clock()
+        """Take one notification; return the outcomes that are decided now (zero or more)."""
+        now = self._wall = self._clock()
         out: list[Outcome] = []
+        st = self._store
+        t, rank, at_once = _place(event)
+        st.see(t, now)
+        self._advance(self._watermark_at(now), out)
+        if t <= st.watermark:
+            self.counters["late"] += 1
+            self.late[(event["vendor"], event["operation"], event["known"])] += 1
+            # Its waits (grace for its start, timeout for its end) count from the watermark,
+            # as if it had come in time: its partner is usually right behind it.
+            self._floor = st.watermark
+            try:
+                self._apply(event, t, out)
+            finally:
+                self._floor = NO_TIME
+            self._advance(st.watermark, out)
+        elif at_once:
+            self._apply(event, t, out)
+        else:
+            core = notification_core(event)
+            if not st.buffer_add(t, rank, _digest(core), encode_notification(core, event)):
+                self.counters["duplicate"] += 1
+        return out
+
+    def expire(self, now_ms: int | None = None) -> list[Outcome]:
+        """Advance the watermark to processing time ``now_ms`` (default: the clock): release
+        the buffered notifications and fire the deadlines it passes, forget expired markers."""
+        now = self._wall = self._clock() if now_ms is None else now_ms
+        out: list[Outcome] = []
+        self._advance(self._watermark_at(now), out)
+        return out
+
+    def flush(self) -> list[Outcome]:
+        """End of input (offline): the watermark moves to the newest event time, as on a quiet
+        partition once the allowed lateness has passed: everything buffered is released and
+        what is due by then times out. Later operations stay pending."""
+        self._wall = self._clock()
+        out: list[Outcome] = []
+        st = self._store
+        if st.max_time != NO_TIME:
+            self._advance(max(st.max_time, st.watermark), out)
+        return out
+
+    def resume(self) -> None:
+        """The partition was not read for a while (restored, reassigned, broker away): the
+        processing-time advance of the watermark restarts from the next call instead of
+        counting that time as quiet."""
+        self._store.resume()
+
+    def commit_point(self) -> None:
+        """Everything drained so far is committed: an abort now rolls back to here."""
+        self._store.commit_point()
+
+    def rollback(self) -> int:
+        """Undo every change since the last commit point (the aborted batch): open operations,
+        markers, buffered notifications and the watermark get their committed values back.
+        Returns the number of keys restored; nothing is left to drain."""
+        return self._store.rollback()
+
+    @property
+    def touched(self) -> bool:
+        """Whether anything changed since the last commit point."""
+        return self._store.touched
+
+    def drain_changes(self) -> list[tuple[str, bytes | None]]:
+        """Changelog writes since the last call, one per key (latest state or a tombstone).
+
+        Keys are ``p|<operation key>`` (open operation), ``d|<operation key>`` (finished
+        marker), ``b|<t>|<rank>|<digest>`` (buffered notification) and ``w|`` (watermark);
+        values are JSON (see :mod:`consumer.correlation.state`).
+        """
+        return self._store.drain()
+
+    def restore(self, key: str, value: bytes | None) -> None:
+        """Apply one changelog record (in log order; the last write wins, None deletes).
+
+        Produces no changes to drain. A record that cannot be read is skipped and counted
+        (``restore_skipped``): one corrupt record must not keep a partition from starting.
+        """
+        self._store.restore(key, value)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Changelog key -> decoded state of everything held (for tests and debugging)."""
+        return self._store.snapshot()
+
+    def pending_operations(self) -> list[dict[str, Any]]:
+        """Open operations in words a user reads (times in :data:`PENDING_TIME_FIELDS`)."""
+        return [{
+            "status": "pending", "state": op.state.value, "operation": op.operation,
+            "vendor": op.vendor, "instance_id": op.instance_id, "vendor_event_code": op.code,
+            "vendor_event_id": op.vendor_event_id, "region": op.region,
+            "scheduled_at": op.notice_at, "not_before": op.not_before, "started_at": op.start_at,
+            "ended_at": op.end_at, "from_state": op.from_state,
+            "last_notification_at": op.last_when, "deadline": op.deadline,
+            "notification_ids": op.nids,
+        } for op in sorted(self._pending.values(), key=lambda o: (o.deadline, o.key))]
+
+    # -- event time ------------------------------------------------------------------------
+
+    def _watermark_at(self, now: int) -> int:
+        st = self._store
+        if st.max_time == NO_TIME:
+            return st.watermark
+        anchor = st.anchor
+        if anchor is None:  # restored or resumed: quiet time counts from here
+            st.anchor = anchor = now
+        idle = now - anchor if now > anchor else 0
+        return st.max_time + idle - self._lateness
+
+    def _advance(self, w: int, out: list[Outcome]) -> None:
+        """Move the watermark to ``w``: buffered notifications and deadlines up to it, merged
+        in time order (a notification at a deadline's time goes first)."""
+        st = self._store
+        while True:
+            head = st.buffer_head()
+            due = st.next_deadline()
+            if head is not None and head <= w and (due is None or head <= due):
+                t, event = st.buffer_pop()
+                self._apply(event, t, out)
+            elif due is not None and due <= w:
+                op = st.first_due()
+                assert op is not None
+                self._expire_op(op, due, out, evicted=False)
+            else:
+                break
+        st.set_watermark(w)
+        st.expire_markers(st.watermark)
+
+    def _apply(self, event: InstanceEvent, now: int, out: list[Outcome]) -> None:
+        """Run one notification through the state machine at event time ``now``."""
         if event["operation"] == LIFECYCLE_CODE and event["current_state"] is not None:
             self._lifecycle(event, now, out)
-            return out
+            return
         phase = event["phase"]
         role = _PHASE_INPUT.get(phase) if phase is not None else None
         if role is None:
             self._single(event, now, out, event["operation"], None)
-            return out
+            return
         inp, end_kind = role
         code = event["vendor_event_code"]
         shared = _SHARED_KEYS.get(code)  # two vendor codes telling one operation
@@ -146,62 +383,55 @@ class Correlator:
             when = event["event_time"]
         self._step(_new_step(Step, (key, eid is not None, inp, when, end_kind, event["operation"],
                                     None, None)), event, now, out)
-        return out
-
-    def expire(self, now_ms: int | None = None) -> list[Outcome]:
-        """Emit what is due at ``now_ms`` (default: the clock) and forget expired markers."""
-        now = self._clock() if now_ms is None else now_ms
-        out: list[Outcome] = []
-        for op in self._store.due(now):
-            self._expire_op(op, now, out, evicted=False)
-        self._store.expire_markers(now)
-        return out
-
-    def drain_changes(self) -> list[tuple[str, bytes | None]]:
-        """Changelog writes since the last call, one per key (latest state or a tombstone).
-
-        Keys are ``p|<operation key>`` (open operation) and ``d|<operation key>`` (finished
-        marker); values are JSON (see :mod:`consumer.correlation.state`).
-        """
-        return self._store.drain()
-
-    def restore(self, key: str, value: bytes | None) -> None:
-        """Apply one changelog record (in log order; the last write wins, None deletes).
-
-        Produces no changes to drain. A record that cannot be read is skipped and counted
-        (``restore_skipped``): one corrupt record must not keep a partition from starting.
-        """
-        self._store.restore(key, value)
-
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        """Changelog key -> decoded state of everything held (for tests and debugging)."""
-        return self._store.snapshot()
 
     # -- system events ---------------------------------------------------------------------
 
     def _step(self, s: Step, event: InstanceEvent, now: int, out: list[Outcome]) -> None:
         key = s.key
         op = self._pending.get(key)
+        if op is not None and op.deadline < now:
+            # Applied at once, ahead of the watermark: the deadline came first in event time,
+            # as it would have on release.
+            self._expire_op(op, op.deadline, out, evicted=False)
+            op = None
         marker = self._done.get(key)
-        if marker is not None and marker.expires > now and self._finished(s, op, marker):
+        if marker is not None and marker.expires > now and self._finished(s, op, marker, event,
+                                                                          now, out):
             return
         state = op.state if op is not None else _NONE
         self._dispatch[(state, s.input)](s, op, event, now, out)
 
-    def _finished(self, s: Step, op: PendingOp | None, marker: DoneMarker) -> bool:
-        """Whether ``s`` belongs to an operation that already has its outcome (drop it)."""
-        if marker.by_id or s.when <= marker.last:
+    def _finished(self, s: Step, op: PendingOp | None, marker: DoneMarker,
+                  event: InstanceEvent, now: int, out: list[Outcome]) -> bool:
+        """Whether ``s`` belongs to an operation that already has its outcome: a straggler
+        (dropped), or the late end of one that timed out (its real outcome is emitted)."""
+        if (marker.open_end and op is None and (s.input is _END or s.input is _FINAL)
+                and (marker.by_id or s.when > marker.last)):
+            self._late_completion(s, marker, event, now, out)
+            return True
+        if marker.by_id:
             self.counters["straggler"] += 1
             return True
-        if marker.open_end and op is None and s.input is _END:
-            # The late end of an operation that timed out: its outcome is out; note the end
-            # so its duplicates are recognised too.
-            self.counters["late_end"] += 1
-            self._store.touch_marker(s.key)
-            marker.last = s.when
-            marker.open_end = False
-            return True
+        if s.when <= marker.last:
+            if marker.covers(s.when, self.config.skew_tolerance_ms):
+                self.counters["straggler"] += 1
+                return True
+            self.counters["older_operation"] += 1  # arrived after a newer one: still applied
         return False
+
+    def _late_completion(self, s: Step, marker: DoneMarker, event: InstanceEvent, now: int,
+                         out: list[Outcome]) -> None:
+        """The end of an operation already reported ``timed_out``: its real outcome, once (the
+        marker then holds the end, so a duplicate of it is a straggler)."""
+        self.counters["late_completion"] += 1
+        op = self._alone(s, event)
+        op.notice_at = marker.notice
+        if op.from_state is None:
+            op.from_state = marker.from_state
+        vendor_start = event["start_time"]
+        start = marker.start if vendor_start is None else vendor_start
+        assert s.end_kind is not None
+        self._finish(op, s.end_kind, start, s.when, now, out, after_timeout=True)
 
     def _take(self, s: Step, op: PendingOp | None, event: InstanceEvent, now: int,
               out: list[Outcome]) -> PendingOp:
@@ -229,14 +459,14 @@ class Correlator:
             op.notice_at = notice
         if op.state is _NONE:
             op.state = _ANNOUNCED
-        self._arm(op, s.when, now)
+        self._arm(op)
 
     def _begin(self, s: Step, op: PendingOp | None, event: InstanceEvent, now: int,
                out: list[Outcome]) -> None:
         op = self._take(s, op, event, now, out)
         op.state = _STARTED
         op.start_at = s.when
-        self._arm(op, s.when, now)
+        self._arm(op)
 
     def _restart(self, s: Step, op: PendingOp | None, event: InstanceEvent, now: int,
                  out: list[Outcome]) -> None:
@@ -249,7 +479,7 @@ class Correlator:
         elif op.by_id:  # the vendor's id says it is the same operation: keep the earliest start
             op = self._take(s, op, event, now, out)
             op.start_at = min(s.when, start)
-            self._arm(op, s.when, now)
+            self._arm(op)
         elif s.when > start:
             self.counters["superseded"] += 1
             self._finish(op, "superseded", start, None, now, out, last=s.when - 1)
@@ -270,7 +500,7 @@ class Correlator:
         op.state = _ENDED
         op.end_at = s.when
         op.end_kind = s.end_kind
-        self._arm(op, s.when, now)
+        self._arm(op)
 
     def _emit_final(self, s: Step, op: PendingOp | None, event: InstanceEvent, now: int,
                     out: list[Outcome]) -> None:
@@ -363,11 +593,29 @@ class Correlator:
             if op is not None and op.state is _STARTED and (
                     best is None or (op.start_at or 0) > (best.start_at or 0)):
                 best = op
-        if best is None or (best.from_state or "").lower() == new_state:
+        if best is None:
+            return self._timed_out_lifecycle(base, new_state)
+        if (best.from_state or "").lower() == new_state:
             return None
         return best.key[len(base):]
 
+    def _timed_out_lifecycle(self, base: str, new_state: str) -> str | None:
+        """The lifecycle operation of the instance that timed out most recently and whose end
+        has not come yet: a state change that leaves its state is that late end."""
+        best: tuple[int, str] | None = None
+        for name in LIFECYCLE_OPS:
+            marker = self._done.get(base + name)
+            if (marker is not None and marker.open_end
+                    and (marker.from_state or "").lower() != new_state
+                    and (best is None or marker.last > best[0])):
+                best = (marker.last, name)
+        return None if best is None else best[1]
+
     def _lifecycle_straggler(self, base: str, when: int, now: int) -> bool:
+        """A new-state-only change at or before a reported transition of the instance: a
+        redelivery, or one that arrived beyond the lateness after a later one. Without its
+        previous state it cannot be placed either way, so it is dropped (counted ``late`` when
+        late, and ``straggler``)."""
         for name in LIFECYCLE_OPS:
             marker = self._store.live_marker(base + name, now)
             if marker is not None and when <= marker.last:
@@ -444,7 +692,7 @@ class Correlator:
     def _finish(self, op: PendingOp, kind: OutcomeKind, started: int | None,
                 finished: int | None, now: int, out: list[Outcome], *,
                 timeout_ms: int | None = None, evicted: bool = False,
-                last: int | None = None) -> None:
+                last: int | None = None, after_timeout: bool = False) -> None:
         """Emit ``op``'s outcome, drop it from the open set, remember it as finished."""
         self._store.discard(op)
         attrs = op.attributes
@@ -469,35 +717,59 @@ class Correlator:
             "finished_at": finished, "start_known": started is not None,
             "duration_ms": duration, "scheduled_at": notice, "not_before": op.not_before,
             "lead_time_ms": lead, "timeout_ms": timeout_ms, "from_state": op.from_state,
-            "to_state": op.to_state, "decided_at": now, "notification_ids": op.nids,
+            "to_state": op.to_state, "decided_at": self._wall,
+            "after_timeout": after_timeout, "notification_ids": op.nids,
             "sources": op.sources, "attributes": attrs or {},
         })
         high = op.last_when if last is None or last < op.last_when else last
-        self._remember(op.key, op.by_id, high, finished is None and kind in _OPEN_ENDED, now)
+        # An end whose start never came covers everything before it: a start arriving after it
+        # was reported is its own, most likely, not another operation's.
+        first = started if started is not None else NO_TIME if finished is not None else high
+        if finished is None and kind in _OPEN_ENDED:
+            self._remember(op.key, op.by_id, first, high, now, open_end=True, start=started,
+                           notice=notice, from_state=op.from_state)
+        else:
+            self._remember(op.key, op.by_id, first, high, now)
 
     # -- bookkeeping -----------------------------------------------------------------------
 
-    def _arm(self, op: PendingOp, when: int, now: int) -> None:
-        """Set ``op``'s deadline from now (processing time), by its state."""
+    def _arm(self, op: PendingOp) -> None:
+        """Set ``op``'s deadline (event time) from its latest notification, by its state: the
+        same whatever order its notifications came in."""
         cfg = self.config
+        last = op.last_when if op.last_when > self._floor else self._floor
         if op.state is _STARTED:
             delay = self._timeouts.get(op.operation, self._default_timeout)
         elif op.state is _ENDED:
             delay = cfg.orphan_end_grace_ms
         elif op.not_before is not None:  # announced: wait until notBefore, then the timeout
-            delay = max(op.not_before - when, 0) + self._timeouts.get(op.operation,
+            delay = max(op.not_before - last, 0) + self._timeouts.get(op.operation,
                                                                       self._default_timeout)
         else:
             delay = cfg.notice_timeout_ms
         op.timeout_ms = delay
-        self._store.schedule(op, now + delay)
+        self._store.schedule(op, last + delay)
 
-    def _remember(self, key: str, by_id: bool, last: int, open_end: bool, now: int) -> None:
+    def _remember(self, key: str, by_id: bool, first: int, last: int, now: int, *,
+                  open_end: bool = False, start: int | None = None, notice: int | None = None,
+                  from_state: str | None = None) -> None:
+        """Mark ``key`` finished. One that ended without its end is remembered for the late-end
+        horizon, with what its late end's outcome needs. A live marker's span is kept too."""
+        cfg = self.config
         old = self._done.get(key)
-        if old is not None and old.expires > now and old.last > last:  # a live marker
-            last = old.last
-        marker = DoneMarker(last, open_end, by_id, now + self.config.done_ttl_ms)
-        self._store.remember(key, marker, self.config.max_done)
+        older: tuple[int, ...] = ()
+        if old is not None and old.expires > now:
+            spans = sorted(zip(*[iter((first, last, *old.spans()))] * 2, strict=True),
+                           key=lambda span: span[1], reverse=True)[:MAX_SPANS]
+            (first, last), rest = spans[0], spans[1:]
+            older = tuple(t for span in rest for t in span)
+        if open_end:
+            ttl = max(cfg.done_ttl_ms, cfg.late_end_horizon_ms)
+            marker = DoneMarker(first, last, True, by_id, now + ttl, start, notice, from_state,
+                                older)
+        else:
+            marker = DoneMarker(first, last, False, by_id, now + cfg.done_ttl_ms, older=older)
+        self._store.remember(key, marker, cfg.max_done)
 
 
 _OPEN_ENDED: frozenset[str] = frozenset({"timed_out", "superseded"})

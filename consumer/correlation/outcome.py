@@ -16,7 +16,8 @@ OutcomeKind = Literal[
 """How an operation ended.
 
 - ``completed``/``failed``/``avoided``/``canceled``: the vendor said so (Executed, Failed, ...).
-- ``timed_out``: it was announced or started and no end arrived within its timeout.
+- ``timed_out``: it was announced or started and no end arrived within its timeout. If the end
+  arrives later (within the late-end horizon), the real outcome follows with ``after_timeout``.
 - ``superseded``: a newer start of the same operation (same key, no vendor event id to tell them
   apart) arrived before this one's end: its end was lost or never sent.
 - ``observed``: a notification that is an operation on its own and never pairs (faults, preemptible
@@ -54,6 +55,7 @@ class Outcome(TypedDict):
     from_state: str | None
     to_state: str | None
     decided_at: int
+    after_timeout: bool
     notification_ids: list[str]
     sources: list[SourceRef]
     attributes: dict[str, str]

@@ -6,7 +6,9 @@ a registry; JSON is self-describing, lets a new field be added by reading it wit
 default, costs no schema lookup on restore, and can be read with any console consumer when
 debugging a stuck operation. ``v`` is the format version.
 
-Changelog keys: ``p|<key>`` holds an open operation, ``d|<key>`` a finished-operation marker.
+Changelog keys: ``p|<key>`` holds an open operation, ``d|<key>`` a finished-operation marker,
+``b|<t>|<rank>|<digest>`` a notification waiting in the reorder buffer (see
+:func:`encode_notification`), and ``w|`` the partition's event-time watermark.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ from consumer.model import InstanceEvent, SourceRef, Vendor
 FORMAT_VERSION: Final = 1
 PENDING_PREFIX: Final = "p|"
 DONE_PREFIX: Final = "d|"
+BUFFER_PREFIX: Final = "b|"
+WATERMARK_KEY: Final = "w|"
+MAX_SPANS: Final = 4
+"""Finished operations remembered per key (their time spans), to tell stragglers of each from
+a late older operation."""
 MAX_REFS: Final = 16
 """At most this many notification ids and source coordinates are kept per operation."""
 _NO_ATTRIBUTES: Final[dict[str, str]] = {}
@@ -163,29 +170,103 @@ class PendingOp:
 class DoneMarker:
     """Memory of a finished operation, so late duplicates and stragglers produce nothing.
 
-    ``last`` is the latest vendor time seen of the operation; ``open_end`` says it finished
+    ``first`` and ``last`` are the earliest and latest vendor times of the operation; ``older``
+    holds the (first, last) spans of up to ``MAX_SPANS - 1`` operations finished before it on the
+    key. On a key without a vendor event id, a notification inside a span is a straggler of that
+    operation; one outside every span belongs to another operation that arrived late, and is
+    applied. ``open_end`` says it finished
     without an end notification (timed_out, superseded, evicted), so one later end on the same
-    key is that operation's late end. ``by_id``: the key holds a vendor event id (or is a single
-    notification's exact key), so anything on it belongs to the finished operation.
+    key is that operation's late end: ``start``, ``notice`` and ``from_state`` are kept for the
+    outcome that end completes. ``by_id``: the key holds a vendor event id (or is a single
+    notification's exact key), so anything on it belongs to the finished operation. ``expires``
+    is in event time (compared with the watermark).
     """
 
-    __slots__ = ("by_id", "expires", "last", "open_end")
+    __slots__ = ("by_id", "expires", "first", "from_state", "last", "notice", "older", "open_end",
+                 "start")
 
-    def __init__(self, last: int, open_end: bool, by_id: bool, expires: int) -> None:
+    def __init__(self, first: int, last: int, open_end: bool, by_id: bool, expires: int,
+                 start: int | None = None, notice: int | None = None,
+                 from_state: str | None = None, older: tuple[int, ...] = ()) -> None:
+        self.first = first
         self.last = last
+        self.older = older
         self.open_end = open_end
         self.by_id = by_id
         self.expires = expires
+        self.start = start
+        self.notice = notice
+        self.from_state = from_state
+
+    def copy(self) -> DoneMarker:
+        return DoneMarker(self.first, self.last, self.open_end, self.by_id, self.expires,
+                          self.start, self.notice, self.from_state, self.older)
+
+    def covers(self, when: int, slack: int) -> bool:
+        """Whether ``when`` falls inside a remembered operation (its start ``slack`` early)."""
+        if self.first - slack <= when <= self.last:
+            return True
+        older = self.older
+        return any(older[i] - slack <= when <= older[i + 1] for i in range(0, len(older), 2))
+
+    def spans(self) -> tuple[int, ...]:
+        """Every remembered span, flat, newest first."""
+        return (self.first, self.last, *self.older)
 
     def encode(self) -> bytes:
-        return orjson.dumps({"v": FORMAT_VERSION, "last": self.last, "open_end": self.open_end,
-                             "by_id": self.by_id, "expires": self.expires})
+        d: dict[str, Any] = {"v": FORMAT_VERSION, "first": self.first, "last": self.last,
+                             "open_end": self.open_end, "by_id": self.by_id,
+                             "expires": self.expires}
+        if self.open_end:  # only an operation without its end needs what its late end completes
+            d["start"], d["notice"], d["from_state"] = self.start, self.notice, self.from_state
+        if self.older:
+            d["older"] = self.older
+        return orjson.dumps(d)
 
     @classmethod
     def decode(cls, value: bytes) -> DoneMarker:
         d: dict[str, Any] = orjson.loads(value)
-        return cls(d["last"], d.get("open_end", False), d.get("by_id", False), d["expires"])
+        return cls(d.get("first", d["last"]), d["last"], d.get("open_end", False),
+                   d.get("by_id", False), d["expires"], d.get("start"), d.get("notice"),
+                   d.get("from_state"), tuple(d.get("older", ())))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"last": self.last, "open_end": self.open_end, "by_id": self.by_id,
-                "expires": self.expires}
+        out: dict[str, Any] = orjson.loads(self.encode())
+        del out["v"]
+        if "older" in out:
+            out["older"] = tuple(out["older"])
+        return out
+
+
+# -- the reorder buffer's notifications ------------------------------------------------------
+
+_FIELDS: Final = (
+    "vendor", "instance_id", "vendor_event_code", "operation", "known", "phase", "event_time",
+    "region", "account_id", "notification_id", "vendor_event_id", "previous_state",
+    "current_state", "publish_time", "not_before", "start_time", "end_time", "attributes",
+)
+"""What the correlator reads of a notification, in the order of its compact encoding.
+``vendor_status``, ``level`` and ``source_format`` are not read by the correlator: not stored."""
+
+
+def notification_core(event: InstanceEvent) -> bytes:
+    """The notification without its Kafka coordinates: what makes two deliveries one notification
+    (its digest is the buffer's tiebreak, so a redelivery lands on the same entry)."""
+    return orjson.dumps([event[name] for name in _FIELDS])
+
+
+def encode_notification(core: bytes, event: InstanceEvent) -> bytes:
+    """A JSON array: the fields of ``_FIELDS`` then ``source`` (times as ints, ~200 bytes)."""
+    src = event.get("source")
+    if src is None:
+        return core[:-1] + b",null]"
+    return core[:-1] + b"," + orjson.dumps(src) + b"]"
+
+
+def decode_notification(value: bytes) -> InstanceEvent:
+    values: list[Any] = orjson.loads(value)
+    event: dict[str, Any] = dict(zip(_FIELDS, values, strict=False))
+    event["source"] = values[len(_FIELDS)]
+    event["vendor_status"] = event["level"] = None
+    event["source_format"] = ""
+    return cast("InstanceEvent", event)

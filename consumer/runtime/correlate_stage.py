@@ -15,7 +15,10 @@ Rebalance protocol:
    soon as its state is complete. Readiness is false meanwhile and the restore time is a metric.
 3. Revoke / lost: drop those correlators and any restore in progress for them. Nothing to
    commit: the loop never has a transaction open while the consumer serves rebalance callbacks.
-4. Abort: the aborted batch may have changed any correlator, so all are rebuilt from the changelog.
+4. Abort: each correlator rolls back the keys the aborted batch changed to their values at the
+   last commit point (:meth:`~consumer.correlator.Correlator.rollback`); nothing is re-read. A
+   commit point is taken when the next batch starts: reaching it means the previous
+   transaction committed (an abort calls ``on_abort`` first).
 """
 
 from __future__ import annotations
@@ -143,23 +146,21 @@ class CorrelateProcessor:
                  pending=sum(c.pending_count for c in session.correlators.values()))
 
     def on_abort(self, consumer: Consumer) -> None:
-        self._restore(list(self.correlators))
-
-    def _restore(self, partitions: list[int]) -> None:
-        """Restore ``partitions`` now, all of it (the loop waits; used after an abort)."""
-        session = ChangelogRestore(self.settings, partitions, self.config, self.clock)
-        while len(session.finished) < len(partitions):
-            self.heartbeat()
-            session.step(RESTORE_SLICE_SECONDS)
-        self.correlators.update(session.correlators)
-        for p, c in session.correlators.items():
-            self.metrics.pending.labels(str(p)).set(c.pending_count)
-        self._finish_restore(session)
+        """Undo the aborted batch in memory: only the correlators and keys it touched."""
+        rolled: dict[int, int] = {}
+        for p, correlator in self.correlators.items():
+            if correlator.touched:
+                rolled[p] = correlator.rollback()
+                self._export_state(p, correlator)
+        log.info("aborted batch rolled back", partitions=sorted(rolled),
+                 keys=sum(rolled.values()))
 
     # -- processing ------------------------------------------------------------------------
 
     def process(self, messages: Sequence[Message], emit: Emit) -> None:
         """Raises TransientError (the registry is down) for the loop to retry the batch later."""
+        for held in self.correlators.values():  # the previous batch committed
+            held.commit_point()
         decode = self.decoder.decode
         touched: set[int] = set()
         outcomes: list[Outcome] = []
@@ -197,7 +198,7 @@ class CorrelateProcessor:
             return
         m = self.metrics
         routes = self._routes
-        kinds: Counter[tuple[str, str, str]] = Counter()
+        kinds: Counter[tuple[str, str, str, str]] = Counter()
         timeouts: Counter[tuple[str, str]] = Counter()
         # Observations grouped by series, each in order: one labels() lookup per series and batch.
         durations: dict[tuple[str, str, str | None], list[float]] = {}
@@ -211,7 +212,7 @@ class CorrelateProcessor:
                 route = routes[(op, kind)] = self._route(o)
             topic, encode = route
             emit(topic, f"{vendor}:{o['instance_id']}".encode(), encode(o), None, -1)
-            kinds[(vendor, op, kind)] += 1
+            kinds[(vendor, op, kind, "true" if o["after_timeout"] else "false")] += 1
             if kind == "timed_out":
                 timeouts[(vendor, op)] += 1
             duration = o.get("duration_ms")
@@ -229,8 +230,8 @@ class CorrelateProcessor:
             observe = m.lead_time.labels(*m.operation_labels(*pair)).observe
             for value in seconds:
                 observe(value)
-        for (vendor, op, kind), n in kinds.items():
-            m.outcomes.labels(*m.operation_labels(vendor, op), kind).inc(n)
+        for (vendor, op, kind, after_timeout), n in kinds.items():
+            m.outcomes.labels(*m.operation_labels(vendor, op), kind, after_timeout).inc(n)
         for (vendor, op), n in timeouts.items():
             m.timeouts.labels(*m.operation_labels(vendor, op)).inc(n)
 
@@ -245,15 +246,29 @@ class CorrelateProcessor:
     def _emit_changes(self, partitions: set[int], emit: Emit) -> None:
         topic = self.settings.changelog_topic
         anomalies = self.metrics.anomalies
+        late = self.metrics.late_notifications
         for p in partitions:
             correlator = self.correlators[p]
             for key, value in correlator.drain_changes():
                 emit(topic, key.encode(), value, None, p)
-            self.metrics.pending.labels(str(p)).set(correlator.pending_count)
+            self._export_state(p, correlator)
             if correlator.counters:  # the correlator counts; the shell exports and resets
                 for kind, n in correlator.counters.items():
                     anomalies.labels(kind).inc(n)
                 correlator.counters.clear()
+            if correlator.late:
+                for (vendor, op, known), n in correlator.late.items():
+                    late.labels(vendor, op if known else UNKNOWN_OPERATION).inc(n)
+                correlator.late.clear()
+
+    def _export_state(self, p: int, correlator: Correlator) -> None:
+        """Gauges of one partition's correlator: open operations, buffer, watermark."""
+        label = str(p)
+        self.metrics.pending.labels(label).set(correlator.pending_count)
+        self.metrics.buffered.labels(label).set(correlator.buffered_count)
+        watermark = correlator.watermark
+        if watermark is not None:
+            self.metrics.watermark.labels(label).set(watermark / 1000.0)
 
 
 class ChangelogRestore:

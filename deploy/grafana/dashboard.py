@@ -152,6 +152,21 @@ def build() -> dict[str, Any]:
                      "vendor and operation (increase over $window).", "short",
                      (f"sum by (vendor, operation) (increase(vmevents_timeouts_total{{{FILTER}}}"
                       f"[$window]))", "{{vendor}} {{operation}}")), 12, 8)
+    g.add(timeseries("Late completions", "Operations reported timed_out whose end came later "
+                     "(within VMEVENTS_CORRELATE_LATE_END_HORIZON): their real outcome follows "
+                     "with after_timeout=true (increase over $window). Many of one operation: "
+                     "its timeout is too short (alert VmeventsLateCompletions).", "short",
+                     (f'sum by (vendor, operation, outcome) (increase(vmevents_outcomes_total{{'
+                      f'{FILTER}, after_timeout="true"}}[$window]))',
+                      "{{vendor}} {{operation}} {{outcome}}")), 12, 8)
+    g.add(timeseries("Late notifications and reorder buffer", "Notifications that arrived more "
+                     "than the allowed lateness behind their partition's newest event time "
+                     "(per second; alert VmeventsLateNotifications), and notifications waiting "
+                     "in the reorder buffer for the event-time watermark.", "short",
+                     (f"sum by (vendor) (rate(vmevents_late_notifications_total{{{FILTER}}}"
+                      f"[{RI}]))", "late {{vendor}}/s"),
+                     (f"sum(vmevents_reorder_buffered_notifications{{{NS}}})", "buffered")),
+          12, 8)
     dur_sel = f'{FILTER}, region=~"$region"'
     g.add(timeseries("Operation duration by operation (p50/p95/p99 over $window)",
                      "How long completed operations took, from the vendor's start to end.", "s",

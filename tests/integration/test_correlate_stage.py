@@ -65,7 +65,9 @@ def test_every_operation_exactly_once_through_kills_and_rebalances(kafka_stack: 
               "VMEVENTS_DLQ_TOPIC": dlq, "VMEVENTS_CHANGELOG_TOPIC": changelog,
               "VMEVENTS_OUTCOME_TOPIC_PREFIX": prefix,
               "VMEVENTS_NORMALIZE_GROUP": unique("norm"), "VMEVENTS_CORRELATE_GROUP": unique("corr"),
-              "VMEVENTS_BATCH_SIZE": "200"}
+              "VMEVENTS_BATCH_SIZE": "200",
+              # A quiet partition releases its last pairs this long after the last arrival.
+              "VMEVENTS_CORRELATE_ALLOWED_LATENESS": "20s"}
     env_norm = stage_env(bootstrap, **common, VMEVENTS_TRANSACTIONAL_ID=unique("txn-n"))
     env_a = stage_env(bootstrap, **common, VMEVENTS_TRANSACTIONAL_ID=unique("txn-a"))
     env_b = stage_env(bootstrap, **common, VMEVENTS_TRANSACTIONAL_ID=unique("txn-b"))
@@ -99,7 +101,7 @@ def test_every_operation_exactly_once_through_kills_and_rebalances(kafka_stack: 
             topics = outcome_topics(bootstrap, prefix)
             records = read_all(bootstrap, topics, settle=2, timeout=30) if topics else []
             outcomes[:] = [decoder.decode(m.value()) for m in records]
-            return len(outcomes) >= OPS
+            return sum(o["outcome"] != "timed_out" for o in outcomes) >= OPS
 
         try:
             wait_for(all_outcomes_seen, 240, f"{OPS} outcomes", correlate)
@@ -119,16 +121,24 @@ def test_every_operation_exactly_once_through_kills_and_rebalances(kafka_stack: 
     assert normalize.returncode == 0
     assert correlate.returncode == 0, log.read_text()[-3000:]
 
-    counts = Counter((op_key(o), o["started_at"]) for o in outcomes)
+    # The raw partitions are read in no particular order, so the normalized stream can be out of
+    # order by more than the allowed lateness: an operation may then be alerted timed_out before
+    # its end arrives, and its real outcome follows (after_timeout). That is one operation.
+    kinds = Counter((o["outcome"], o["after_timeout"]) for o in outcomes)
+    finals = [o for o in outcomes if o["outcome"] != "timed_out"]
+    alerts = Counter((op_key(o), o["started_at"]) for o in outcomes if o["outcome"] == "timed_out")
+    counts = Counter((op_key(o), o["started_at"]) for o in finals)
     duplicates = [k for k, n in counts.items() if n > 1]
-    assert not duplicates, f"{len(duplicates)} operations emitted twice after {kills} kills"
-    assert len(outcomes) == OPS
-    assert {o["outcome"] for o in outcomes} == {"completed"}
+    assert not duplicates, f"{len(duplicates)} operations emitted twice after {kills} kills: {kinds}"
+    assert len(finals) == OPS, kinds
+    assert {o["outcome"] for o in finals} == {"completed"}, kinds
+    late = Counter((op_key(o), o["started_at"]) for o in finals if o["after_timeout"])
+    assert alerts == late, kinds
     topics = outcome_topics(bootstrap, prefix)
     assert f"{prefix}failure.reboot.completed" in topics
 
     truth = {(op.vendor, op.instance_id, op.code, op.started_ms): op.duration_ms for op in ops}
-    online = {(*op_key(o), o["started_at"]): o["duration_ms"] for o in outcomes}
+    online = {(*op_key(o), o["started_at"]): o["duration_ms"] for o in finals}
     assert online == truth
 
     raw_file = tmp_path / "raw.jsonl"
@@ -139,7 +149,7 @@ def test_every_operation_exactly_once_through_kills_and_rebalances(kafka_stack: 
     assert len(offline_outcomes) == OPS
     offline_durations = Counter((o["vendor"], o["instance_id"], o["vendor_event_code"], o["duration_ms"])
                                 for o in offline_outcomes)
-    online_durations = Counter((*op_key(o), o["duration_ms"]) for o in outcomes)
+    online_durations = Counter((*op_key(o), o["duration_ms"]) for o in finals)
     assert online_durations == offline_durations
     text = log.read_text()
     assert "state restored" in text

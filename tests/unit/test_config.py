@@ -36,6 +36,15 @@ def test_environment_overrides_and_kafka_passthrough() -> None:
     assert s.kafka_common()["sasl.mechanism"] == "SCRAM-SHA-512"
 
 
+def test_correlator_durations() -> None:
+    assert (load_settings({}).correlate_allowed_lateness_ms,
+            load_settings({}).correlate_late_end_horizon_ms) == (600_000, 7 * 86_400_000)
+    s = load_settings({"VMEVENTS_CORRELATE_ALLOWED_LATENESS": "90s",
+                       "VMEVENTS_CORRELATE_LATE_END_HORIZON": "2d"})
+    assert (s.correlate_allowed_lateness_ms, s.correlate_late_end_horizon_ms) == (90_000,
+                                                                                 172_800_000)
+
+
 @pytest.mark.parametrize(("env", "needle"), [
     ({"VMEVENTS_BATCH_SIZE": "many"}, "VMEVENTS_BATCH_SIZE='many' is not an integer"),
     ({"VMEVENTS_BATCH_SIZE": "0"}, "VMEVENTS_BATCH_SIZE=0 must be"),
@@ -48,6 +57,10 @@ def test_environment_overrides_and_kafka_passthrough() -> None:
     ({"KAFKA_GROUP_ID": "x"}, "KAFKA_GROUP_ID is managed by vmevents"),
     ({"VMEVENTS_CREATE_TOPICS": "perhaps"}, "must be true or false"),
     ({"VMEVENTS_METRICS_PORT": "70000"}, "between 0 and 65535"),
+    ({"VMEVENTS_CORRELATE_ALLOWED_LATENESS": "ten minutes"},
+     "VMEVENTS_CORRELATE_ALLOWED_LATENESS='ten minutes' is not a duration"),
+    ({"VMEVENTS_CORRELATE_LATE_END_HORIZON": "-1d"},
+     "VMEVENTS_CORRELATE_LATE_END_HORIZON='-1d' is not a duration"),
 ])
 def test_bad_values_name_the_variable(env: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -25,7 +25,8 @@ T_END = T_START + 25 * MIN
 
 
 def feed(payloads: list[dict[str, Any]]) -> list[Outcome]:
-    """Every payload normalized and processed in order; the clock is the newest event time."""
+    """Every payload normalized and processed in order; the clock is the newest event time, and
+    at the end the watermark passes everything (what waits in the reorder buffer is decided)."""
     clock = [0]
     correlator = Correlator(CorrelatorConfig(), clock=lambda: clock[0])
     outcomes: list[Outcome] = []
@@ -33,7 +34,7 @@ def feed(payloads: list[dict[str, Any]]) -> list[Outcome]:
         for event in N.normalize_all(orjson.dumps(payload)):
             clock[0] = max(clock[0], event["event_time"])
             outcomes += correlator.process(event)
-    return outcomes
+    return outcomes + correlator.flush()
 
 
 def health(time: str, status: str, **detail: Any) -> dict[str, Any]:

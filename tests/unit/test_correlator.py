@@ -118,9 +118,11 @@ def corr(clock: FakeClock) -> Correlator:
 
 
 def feed(c: Correlator, *events: InstanceEvent) -> list[Outcome]:
+    """Deliver ``events`` and end the input: what is buffered is released (see flush)."""
     out: list[Outcome] = []
     for e in events:
         out.extend(c.process(e))
+    out.extend(c.flush())
     return out
 
 
@@ -139,9 +141,16 @@ def test_jd_failure_reboot_pair_is_20_seconds(corr: Correlator, clock: FakeClock
     end = jd("SystemFailure.Reboot", "failure.reboot", "Executed", "2021-02-25 06:44:26",
              "i-bc4****9oh", notification_id="n2",
              source={"topic": "raw.jd", "partition": 0, "offset": 7})
+    # Without a vendor event id a later notification could still change the pairing: both wait
+    # in the reorder buffer until the watermark passes them, at most the allowed lateness
+    # (10 min) of processing time on a quiet partition.
     assert corr.process(start) == []
-    assert corr.pending_count == 1
-    o = only(corr.process(end))
+    assert corr.process(end) == []
+    assert (corr.pending_count, corr.buffered_count) == (0, 2)
+    clock.advance(10 * MIN - 1)
+    assert corr.expire() == []
+    clock.advance(1)
+    o = only(corr.expire())
     assert o["outcome"] == "completed"
     assert o["operation"] == "failure.reboot"
     assert o["vendor_event_code"] == "SystemFailure.Reboot"
@@ -155,10 +164,11 @@ def test_jd_failure_reboot_pair_is_20_seconds(corr: Correlator, clock: FakeClock
     assert o["lead_time_ms"] is None
     assert o["timeout_ms"] is None
     assert o["decided_at"] == clock.now
+    assert o["after_timeout"] is False
     assert o["notification_ids"] == ["n1", "n2"]
     assert o["sources"] == [{"topic": "raw.jd", "partition": 3, "offset": 41},
                             {"topic": "raw.jd", "partition": 0, "offset": 7}]
-    assert corr.pending_count == 0
+    assert (corr.pending_count, corr.buffered_count) == (0, 0)
 
 
 @pytest.mark.parametrize(("code", "operation", "start", "end", "duration"), [
@@ -224,7 +234,7 @@ def test_jd_lifecycle_close_before_open_still_pairs(corr: Correlator) -> None:
 
 
 def test_jd_unpaired_state_change_is_observed(corr: Correlator) -> None:
-    o = only(corr.process(jd_state("2021-03-01 10:00:00", "i-q", "running", "stopped")))
+    o = only(feed(corr, jd_state("2021-03-01 10:00:00", "i-q", "running", "stopped")))
     assert (o["outcome"], o["operation"]) == ("observed", "lifecycle.state_change")
     assert (o["from_state"], o["to_state"]) == ("running", "stopped")
 
@@ -310,12 +320,13 @@ def test_alibaba_live_migration_8_seconds(corr: Correlator, phase: str, outcome:
 
 
 def test_alibaba_live_migration_end_alone_has_its_own_start(corr: Correlator) -> None:
-    """accomplished carries startTime: complete at once, no grace window needed; the late
-    started notification is then recognised as part of it."""
-    o = only(corr.process(live_migration("executed", "2018-06-08T01:25:45Z",
-                                         "2018-06-08T01:25:45Z")))
+    """accomplished carries startTime: complete when released, no grace window needed; the
+    started notification arriving after that (beyond the lateness) is recognised as part of it."""
+    o = only(feed(corr, live_migration("executed", "2018-06-08T01:25:45Z",
+                                       "2018-06-08T01:25:45Z")))
     assert (o["outcome"], o["duration_ms"]) == ("completed", 8_000)
-    assert corr.process(live_migration("executing", "2018-06-08T01:25:37Z", None)) == []
+    assert feed(corr, live_migration("executing", "2018-06-08T01:25:37Z", None)) == []
+    assert corr.counters["late"] == 1
     assert corr.pending_count == 0
 
 
@@ -426,8 +437,10 @@ def test_duplicates_produce_one_outcome(corr: Correlator) -> None:
     a, b = reboot("Executing", "2021-02-25 06:44:06"), reboot("Executed", "2021-02-25 06:44:26")
     out = feed(corr, a, a, b, b, a)
     assert [o["duration_ms"] for o in out] == [20_000]
-    assert corr.counters["duplicate"] == 1  # the second Executing while open
-    assert corr.counters["straggler"] == 2  # the Executed and Executing after the outcome
+    assert corr.counters["duplicate"] == 3  # each redelivery lands on its buffered original
+    # After the outcome, a redelivery (now behind the watermark) is a straggler.
+    assert feed(corr, a, b) == []
+    assert corr.counters["straggler"] == 2
 
 
 def test_executed_before_executing_pairs(corr: Correlator) -> None:
@@ -441,7 +454,9 @@ def test_executed_without_start_waits_the_grace_window(corr: Correlator, clock: 
                                                        ) -> None:
     end = reboot("Executed", "2021-02-25 06:44:26")
     assert corr.process(end) == []
-    clock.advance(10 * MIN - 1)
+    # Released after the allowed lateness (10 min), then held for the grace window (10 min of
+    # event time), both measured by the watermark of a quiet partition.
+    clock.advance(20 * MIN - 1)
     assert corr.expire() == []
     clock.advance(1)
     o = only(corr.expire())
@@ -449,7 +464,7 @@ def test_executed_without_start_waits_the_grace_window(corr: Correlator, clock: 
     assert (o["start_known"], o["started_at"], o["duration_ms"]) == (False, None, None)
     assert o["finished_at"] == cst("2021-02-25 06:44:26")
     # The start arriving after all that belongs to the operation already reported.
-    assert corr.process(reboot("Executing", "2021-02-25 06:44:06")) == []
+    assert feed(corr, reboot("Executing", "2021-02-25 06:44:06")) == []
     assert corr.pending_count == 0
 
 
@@ -461,7 +476,7 @@ def test_second_executing_without_event_id_supersedes(corr: Correlator) -> None:
         ("superseded", cst("2021-02-25 06:44:06"), None),
         ("completed", cst("2021-02-25 07:10:00"), 30_000)]
     # The first operation's lost Executed, if it ever shows up, is not paired with anything.
-    assert corr.process(reboot("Executed", "2021-02-25 06:44:26")) == []
+    assert feed(corr, reboot("Executed", "2021-02-25 06:44:26")) == []
 
 
 def test_second_executing_with_event_id_keeps_earliest_start(corr: Correlator) -> None:
@@ -498,40 +513,74 @@ def test_vendor_id_skew_is_clamped_never_negative(corr: Correlator) -> None:
 
 
 def test_failure_reboot_times_out_after_30_minutes(corr: Correlator, clock: FakeClock) -> None:
+    """A quiet partition: nothing but the processing clock moves, so the watermark trails it by
+    the allowed lateness and the 30 min deadline (event time) passes 40 min after the start."""
     corr.process(reboot("Executing", "2021-02-25 06:44:06"))
-    clock.advance(30 * MIN - 1)
+    clock.advance(40 * MIN - 1)
     assert corr.expire() == []
     clock.advance(1)
-    o = only(corr.expire())  # a quiet partition: nothing but the clock moved
+    o = only(corr.expire())
     assert o["outcome"] == "timed_out"
     assert (o["started_at"], o["start_known"], o["finished_at"]) == (
         cst("2021-02-25 06:44:06"), True, None)
-    assert (o["timeout_ms"], o["decided_at"]) == (30 * MIN, clock.now)
+    assert (o["timeout_ms"], o["decided_at"], o["after_timeout"]) == (30 * MIN, clock.now, False)
     assert corr.pending_count == 0
-    # Its end, arriving late, does not make a second outcome.
-    assert corr.process(reboot("Executed", "2021-02-25 07:40:00")) == []
-    assert corr.counters["late_end"] == 1
+    # Its end, arriving late, completes it: the real outcome follows the alert.
+    late = only(feed(corr, reboot("Executed", "2021-02-25 07:40:00")))
+    assert (late["outcome"], late["after_timeout"], late["start_known"]) == ("completed", True,
+                                                                             True)
+    assert (late["started_at"], late["finished_at"]) == (cst("2021-02-25 06:44:06"),
+                                                         cst("2021-02-25 07:40:00"))
+    assert late["duration_ms"] == 55 * MIN + 54_000
+    assert corr.counters["late_completion"] == 1
+    # A redelivery of that end is recognised.
+    assert feed(corr, reboot("Executed", "2021-02-25 07:40:00")) == []
+    assert corr.counters["straggler"] == 1
+
+
+def test_reboot_ending_47_minutes_after_its_start_times_out_then_completes(
+        corr: Correlator) -> None:
+    """Issue #8's case: in time order, the 30 min deadline passes before the end (47 min) is
+    released, so the alert goes out, then the completion with its real duration."""
+    out = feed(corr, reboot("Executing", "2021-02-25 06:44:06"),
+               reboot("Executed", "2021-02-25 07:31:06"))
+    assert [(o["outcome"], o["after_timeout"], o["duration_ms"]) for o in out] == [
+        ("timed_out", False, None), ("completed", True, 2_820_000)]
+    # The start arriving after the end is 47 min behind it, beyond the allowed lateness: it is
+    # applied at once (counted late) and its timeout counts from the watermark, so the pair
+    # completes without an alert.
+    fresh = Correlator(CorrelatorConfig(), FakeClock())
+    again = feed(fresh, reboot("Executed", "2021-02-25 07:31:06"),
+                 reboot("Executing", "2021-02-25 06:44:06"))
+    assert [(o["outcome"], o["after_timeout"], o["duration_ms"]) for o in again] == [
+        ("completed", False, 2_820_000)]
+    assert fresh.counters["late"] == 1
 
 
 def test_timeout_counts_from_the_last_notification(corr: Correlator, clock: FakeClock) -> None:
+    """The deadline is the latest notification's vendor time plus the timeout, whatever order
+    the notifications came in; the quiet-partition watermark adds the allowed lateness."""
     kw = {"vendor_event_id": "e-9"}
+    start = T0 + 6 * 24 * HOUR
+    corr.process(ali("SystemMaintenance.Redeploy", "maintenance.redeploy", "executing", start,
+                     **kw))
     corr.process(ali("SystemMaintenance.Redeploy", "maintenance.redeploy", "scheduled", T0, **kw))
-    clock.advance(6 * 24 * HOUR)
-    corr.process(ali("SystemMaintenance.Redeploy", "maintenance.redeploy", "executing", T0, **kw))
-    clock.advance(6 * HOUR - 1)
+    clock.advance(6 * HOUR + 10 * MIN - 1)
     assert corr.expire() == []
     clock.advance(1)
-    assert only(corr.expire())["outcome"] == "timed_out"
+    o = only(corr.expire())
+    assert (o["outcome"], o["timeout_ms"], o["scheduled_at"]) == ("timed_out", 6 * HOUR, T0)
 
 
 def test_scheduled_waits_until_not_before_plus_timeout(corr: Correlator, clock: FakeClock
                                                        ) -> None:
     corr.process(ali_scheduled())
     # notBefore is 2 d 20 h 42 min 35.078 s after the notice's eventTime; then 6 h to execute.
-    wait = utc("2019-04-12T01:01:01Z") - (utc("2019-04-09T04:18:26Z") + 922) + 6 * HOUR
+    timeout = utc("2019-04-12T01:01:01Z") - (utc("2019-04-09T04:18:26Z") + 922) + 6 * HOUR
+    wait = timeout + 10 * MIN  # plus the allowed lateness: the watermark of a quiet partition
     assert corr.expire(clock.now + wait - 1) == []
     o = only(corr.expire(clock.now + wait))
-    assert (o["outcome"], o["timeout_ms"], o["start_known"]) == ("timed_out", wait, False)
+    assert (o["outcome"], o["timeout_ms"], o["start_known"]) == ("timed_out", timeout, False)
     assert o["not_before"] == utc("2019-04-12T01:01:01Z")
 
 
@@ -540,14 +589,20 @@ def test_notice_without_not_before_waits_notice_timeout(clock: FakeClock) -> Non
     corr.process(ali("SystemMaintenance.RebootAndIsolateErrorDisk",
                      "maintenance.reboot_isolate_error_disk", "inquiring", T0,
                      vendor_event_id="e-q"))
-    assert corr.expire(clock.now + 2 * HOUR - 1) == []
-    assert only(corr.expire(clock.now + 2 * HOUR))["outcome"] == "timed_out"
+    assert corr.expire(clock.now + 2 * HOUR + 10 * MIN - 1) == []
+    assert only(corr.expire(clock.now + 2 * HOUR + 10 * MIN))["outcome"] == "timed_out"
 
 
 def test_replayed_old_events_do_not_time_out_on_arrival(corr: Correlator) -> None:
-    """Deadlines are on the processing clock: events from 2021 are not overdue in 2023."""
+    """Deadlines are in event time: events from 2021 are not overdue because it is 2023, and a
+    replay times out exactly where the live stream did."""
     corr.process(reboot("Executing", "2021-02-25 06:44:06"))
     assert corr.expire() == []
+    out = feed(corr, reboot("Executing", "2021-02-25 06:44:06", "i-2"),
+               reboot("Executed", "2021-02-25 06:50:00", "i-2"),
+               reboot("Executing", "2021-02-25 07:20:00", "i-3"))
+    assert [(o["instance_id"], o["outcome"]) for o in out] == [("i-2", "completed"),
+                                                               ("i-bc4****9oh", "timed_out")]
 
 
 # -- bounded memory ----------------------------------------------------------------------------
@@ -555,9 +610,10 @@ def test_replayed_old_events_do_not_time_out_on_arrival(corr: Correlator) -> Non
 
 def test_max_pending_evicts_the_first_due_as_timed_out(clock: FakeClock) -> None:
     corr = Correlator(CorrelatorConfig(max_pending=2), clock)
-    corr.process(jd("CreateImage", "image.create", "Executing", "2021-02-25 20:13:35", "i-1"))
-    corr.process(reboot("Executing", "2021-02-25 06:44:06", "i-2"))  # due first (30 min)
-    out = corr.process(reboot("Executing", "2021-02-25 06:45:00", "i-3"))
+    out = feed(corr,
+               jd("CreateImage", "image.create", "Executing", "2021-02-25 06:44:00", "i-1"),
+               reboot("Executing", "2021-02-25 06:44:06", "i-2"),  # due first (30 min)
+               reboot("Executing", "2021-02-25 06:45:00", "i-3"))
     o = only(out)
     assert (o["outcome"], o["instance_id"], o["attributes"][ATTR_EVICTED]) == (
         "timed_out", "i-2", "max_pending")
@@ -573,32 +629,40 @@ def test_finished_markers_are_bounded_and_expire(clock: FakeClock) -> None:
     assert sum(k.startswith("d|") for k in corr.snapshot()) == 3
     assert corr.counters["done_evicted"] == 2
     corr.drain_changes()
-    clock.advance(HOUR)
+    clock.advance(HOUR + 10 * MIN)  # an hour of event time: the watermark trails by 10 min
     corr.expire()
-    assert corr.snapshot() == {}
-    assert all(v is None for _, v in corr.drain_changes())
+    assert list(corr.snapshot()) == ["w|"]
+    assert all(v is None for k, v in corr.drain_changes() if k != "w|")
 
 
 # -- changelog -------------------------------------------------------------------------------
 
 
 def test_changelog_is_coalesced_and_restores(clock: FakeClock) -> None:
+    """A buffered notification is state: it is in the changelog and comes back on restore."""
     corr = Correlator(CorrelatorConfig(), clock)
-    corr.process(reboot("Executing", "2021-02-25 06:44:06"))
-    corr.process(reboot("Executing", "2021-02-25 06:44:06"))  # a duplicate: still one write
+    start = reboot("Executing", "2021-02-25 06:44:06", notification_id="n1")
+    corr.process(start)
+    corr.process(start)  # a duplicate: still one write
     changes = corr.drain_changes()
-    assert [k for k, _ in changes] == ["p|jdcloud|i-bc4****9oh|SystemFailure.Reboot"]
+    assert [k[:2] for k, _ in changes] == ["b|", "w|"]
+    bkey, value = changes[0]
+    assert bkey.startswith(f"b|{cst('2021-02-25 06:44:06')}|2|")  # time, rank (a start), digest
+    assert value is not None
+    assert len(value) < 200  # a compact array, times as ints
     assert corr.drain_changes() == []
 
     fresh = Correlator(CorrelatorConfig(), clock)
-    for key, value in changes:
-        fresh.restore(key, value)
+    for key, v in changes:
+        fresh.restore(key, v)
     assert fresh.drain_changes() == []
     assert fresh.snapshot() == corr.snapshot()
-    o = only(fresh.process(reboot("Executed", "2021-02-25 06:44:26")))
-    assert o["duration_ms"] == 20_000
+    assert fresh.buffered_count == 1
+    o = only(feed(fresh, reboot("Executed", "2021-02-25 06:44:26")))
+    assert (o["duration_ms"], o["notification_ids"]) == (20_000, ["n1"])
     written = dict(fresh.drain_changes())
-    assert written["p|jdcloud|i-bc4****9oh|SystemFailure.Reboot"] is None
+    assert written[bkey] is None
+    assert "p|jdcloud|i-bc4****9oh|SystemFailure.Reboot" not in written  # opened and closed
     marker = json.loads(written["d|jdcloud|i-bc4****9oh|SystemFailure.Reboot"] or b"")
     assert marker["last"] == cst("2021-02-25 06:44:26")
 
@@ -607,13 +671,15 @@ def test_operation_opened_and_closed_between_drains_writes_only_its_marker(corr:
                                                                           ) -> None:
     feed(corr, reboot("Executing", "2021-02-25 06:44:06"),
          reboot("Executed", "2021-02-25 06:44:26"))
-    assert [k for k, _ in corr.drain_changes()] == ["d|jdcloud|i-bc4****9oh|SystemFailure.Reboot"]
+    # Buffered and released between two drains: the buffer writes nothing either.
+    assert [k for k, _ in corr.drain_changes()] == ["d|jdcloud|i-bc4****9oh|SystemFailure.Reboot",
+                                                    "w|"]
 
 
 def test_restore_last_write_wins_and_tombstones_delete(clock: FakeClock) -> None:
     corr = Correlator(CorrelatorConfig(), clock)
-    corr.process(reboot("Executing", "2021-02-25 06:44:06"))
-    [(key, value)] = corr.drain_changes()
+    feed(corr, reboot("Executing", "2021-02-25 06:44:06"))
+    [(key, value)] = [(k, v) for k, v in corr.drain_changes() if k.startswith("p|")]
     fresh = Correlator(CorrelatorConfig(), clock)
     fresh.restore(key, value)
     fresh.restore(key, None)
@@ -632,11 +698,15 @@ def test_restore_skips_unreadable_records(corr: Correlator) -> None:
 
 def test_restored_timeouts_fire_at_the_original_deadline(clock: FakeClock) -> None:
     corr = Correlator(CorrelatorConfig(), clock)
-    corr.process(reboot("Executing", "2021-02-25 06:44:06"))
+    feed(corr, reboot("Executing", "2021-02-25 06:44:06"))
     fresh = Correlator(CorrelatorConfig(), clock)
     for key, value in corr.drain_changes():
         fresh.restore(key, value)
-    clock.advance(30 * MIN)
+    clock.advance(HOUR)  # while nobody read the partition: not quiet time
+    assert fresh.expire() == []  # the processing-time advance restarts here
+    clock.advance(40 * MIN - 1)  # the 30 min timeout, and the watermark's 10 min lateness
+    assert fresh.expire() == []
+    clock.advance(1)
     assert only(fresh.expire())["timeout_ms"] == 30 * MIN
 
 

@@ -65,6 +65,28 @@ groups:
           {{- if $runbook }}
           runbook_url: {{ printf "%s#vmeventspendingnearcap" $runbook | quote }}
           {{- end }}
+      - alert: VmeventsLateCompletions
+        expr: sum by (namespace, vendor, operation) (increase(vmevents_outcomes_total{ {{- $sel -}}, after_timeout="true"}[6h])) > 0
+        labels:
+          severity: info
+          {{- with $extra }}{{ toYaml . | nindent 10 }}{{ end }}
+        annotations:
+          summary: {{`'{{ $labels.vendor }} {{ $labels.operation }}: operations finished after they were reported timed out'`}}
+          description: {{`'{{ $value | humanize }} {{ $labels.operation }} operations on {{ $labels.vendor }} (namespace {{ $labels.namespace }}) were reported timed_out and then finished in the last 6 hours: their real outcome and duration followed on the outcome topic with after_timeout=true, and the duration histogram counts them. If this is common, the timeout is shorter than the operation really takes: raise it in VMEVENTS_CORRELATE_TIMEOUTS.'`}}
+          {{- if $runbook }}
+          runbook_url: {{ printf "%s#vmeventslatecompletions" $runbook | quote }}
+          {{- end }}
+      - alert: VmeventsLateNotifications
+        expr: sum by (namespace, vendor) (increase(vmevents_late_notifications_total{ {{- $sel -}} }[1h])) > 0
+        labels:
+          severity: info
+          {{- with $extra }}{{ toYaml . | nindent 10 }}{{ end }}
+        annotations:
+          summary: {{`'{{ $labels.vendor }} notifications arrive later than the allowed lateness'`}}
+          description: {{`'{{ $value | humanize }} {{ $labels.vendor }} notifications arrived in the last hour more than the allowed lateness behind the newest event time of their partition (namespace {{ $labels.namespace }}). They were still applied where unambiguous and counted, but for keys without a vendor event id the outcome may then depend on arrival order. Raise VMEVENTS_CORRELATE_ALLOWED_LATENESS, or look for a partition that stalled or a backlog read out of timestamp order.'`}}
+          {{- if $runbook }}
+          runbook_url: {{ printf "%s#vmeventslatenotifications" $runbook | quote }}
+          {{- end }}
   - name: vmevents.pipeline
     rules:
       - alert: VmeventsConsumerLagGrowing
