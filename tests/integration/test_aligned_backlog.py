@@ -87,7 +87,9 @@ def test_six_partition_backlog_stays_in_event_time_order(kafka_stack: Any, tmp_p
     common = {"VMEVENTS_RAW_TOPICS": raw, "VMEVENTS_NORMALIZED_TOPIC": normalized,
               "VMEVENTS_DLQ_TOPIC": dlq, "VMEVENTS_CHANGELOG_TOPIC": changelog,
               "VMEVENTS_OUTCOME_TOPIC_PREFIX": prefix,
-              "VMEVENTS_NORMALIZE_GROUP": unique("norm"), "VMEVENTS_CORRELATE_GROUP": unique("corr")}
+              "VMEVENTS_NORMALIZE_GROUP": unique("norm"), "VMEVENTS_CORRELATE_GROUP": unique("corr"),
+              # A quiet partition releases the reorder buffer after this much processing time.
+              "VMEVENTS_CORRELATE_ALLOWED_LATENESS": "20s"}
     log = tmp_path / "stages.log"
     stages = [start_stage(stage, stage_env(bootstrap, **common,
                                            VMEVENTS_TRANSACTIONAL_ID=unique(f"txn-{stage}")), log)
