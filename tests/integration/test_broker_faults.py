@@ -236,6 +236,8 @@ def test_stages_ride_out_a_broker_restart(own_broker: OwnBroker, tmp_path: Path,
                  "every raw record normalized", procs["normalize"])
         wait_for(lambda: committed_total(bootstrap, corr_group, normalized) >= total, 180,
                  "every normalized record correlated", procs["correlate"])
+        # The reorder buffer's tail is released once the partition is quiet for the lateness.
+        time.sleep(int(FAST_TIMEOUTS["VMEVENTS_CORRELATE_ALLOWED_LATENESS"].rstrip("s")) + 3)
     finally:
         for watch in watches.values():
             watch.stop()
@@ -261,10 +263,16 @@ def test_stages_ride_out_a_broker_restart(own_broker: OwnBroker, tmp_path: Path,
 
     decoder = Decoder(load_schemas(load_settings({}).schema_dir))
     outcomes = [decoder.decode(m.value())
-                for m in read_all(bootstrap, outcome_topics(bootstrap, prefix), expected=OPS, settle=1)]
-    counts = Counter((op_key(o), o["started_at"]) for o in outcomes)
+                for m in read_all(bootstrap, outcome_topics(bootstrap, prefix), expected=OPS, settle=2)]
+    # An operation alerted timed_out before its end arrived is followed by its real outcome
+    # (after_timeout): one operation, two records. Every other operation exactly once.
+    finals = [o for o in outcomes if o["outcome"] != "timed_out"]
+    counts = Counter((op_key(o), o["started_at"]) for o in finals)
     assert [k for k, n in counts.items() if n > 1] == []
     assert len(counts) == OPS
+    alerts = Counter((op_key(o), o["started_at"]) for o in outcomes if o["outcome"] == "timed_out")
+    late = Counter((op_key(o), o["started_at"]) for o in finals if o["after_timeout"])
+    assert alerts == late
 
     for stage, watch in watches.items():
         assert watch.went_down_and_came_back(), f"{stage} /readyz statuses: {watch.seen}"
