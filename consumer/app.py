@@ -68,6 +68,12 @@ def correlate_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
                       partitions=partition_count(settings, settings.normalized_topic))
         if settings.open_operations_topic:
             ensure_topics(settings, {settings.open_operations_topic: {"cleanup.policy": "compact"}})
+    elif settings.open_operations_topic and not topic_exists(settings,
+                                                             settings.open_operations_topic):
+        raise KafkaRuntimeError(
+            f"open-operations topic {settings.open_operations_topic} does not exist and "
+            "VMEVENTS_CREATE_TOPICS=false: create it (compacted; the chart's topics Job does), "
+            "or set VMEVENTS_OPEN_OPERATIONS_TOPIC= (empty) to turn the view off", fatal=True)
     open_encoder = (value_encoder(settings, schemas["OpenOperation"],
                                   settings.open_operations_topic)
                     if settings.open_operations_topic else None)
