@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from typing import Any
 
+from confluent_kafka import Message
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.config import DEFAULT_SCHEMA_DIR
+from consumer.config import DEFAULT_SCHEMA_DIR, load_settings
 from consumer.correlation.openops import OpenRecord, OpenView, open_changes
 from consumer.correlator import Correlator, CorrelatorConfig
+from consumer.metrics import Metrics
 from consumer.model import InstanceEvent
+from consumer.runtime.correlate_stage import CorrelateProcessor
+from consumer.serde import Decoder, load_schemas, single_object_encoder
 
 SEC = 1_000
 MIN = 60 * SEC
@@ -252,3 +257,56 @@ def test_view_counts_and_next_scheduled_start() -> None:
     view.drop(0)
     assert set(view.counts.values()) == {0}
     assert view.next_start(BASE) is None
+
+
+def test_stage_writes_the_view_in_the_batch_and_its_gauges_follow_an_abort() -> None:
+    """The correlate stage's processor: records and tombstones on the open topic next to the
+    changelog writes of the same batch; gauges from them, back to the committed state on abort."""
+    schemas = load_schemas(DEFAULT_SCHEMA_DIR)
+    encode = single_object_encoder(schemas["InstanceEvent"])
+    decoder = Decoder(schemas)
+    settings = load_settings({})
+    metrics = Metrics()
+    now = [BASE]
+    processor = CorrelateProcessor(
+        settings, CorrelatorConfig(), decoder,
+        lambda topic: single_object_encoder(schemas["OperationOutcome"]), metrics,
+        clock=lambda: now[0], open_encoder=single_object_encoder(schemas["OpenOperation"]))
+    processor.correlators[0] = Correlator(processor.config, processor.clock)
+    offset = [0]
+
+    def batch(*events: InstanceEvent) -> list[tuple[str, bytes, bytes | None]]:
+        messages = []
+        for e in events:
+            messages.append(Message(topic="in", partition=0, offset=offset[0],
+                                    value=encode({**e, "source": None})))
+            offset[0] += 1
+        out: list[tuple[str, bytes, bytes | None]] = []
+        processor.process(messages, lambda topic, key, value, *rest: out.append((topic, key, value)))
+        return out
+
+    def gauge(phase: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "vmevents_open_operations",
+            {"vendor": "aliyun", "operation": "maintenance.reboot", "phase": phase})
+
+    out = batch(scheduled("i-1", "e1", BASE, BASE + 10 * MIN), executing("i-2", "e2", BASE))
+    opened = {key.decode(): decoder.decode(value) for topic, key, value in out
+              if topic == settings.open_operations_topic and value is not None}
+    assert {r["instance_id"]: r["phase"] for r in opened.values()} == {
+        "i-1": "announced", "i-2": "started"}
+    assert {f"p|{k}" for k in opened} <= {
+        key.decode() for topic, key, _ in out if topic == settings.changelog_topic}
+    assert (gauge("announced"), gauge("started")) == (1, 1)
+    assert metrics.registry.get_sample_value("vmevents_next_scheduled_start_seconds") == 600
+
+    out = batch(executed("i-2", "e2", BASE, BASE + MIN), executing("i-1", "e1", BASE + MIN))
+    open_writes = [(key, value) for topic, key, value in out
+                   if topic == settings.open_operations_topic]
+    assert (b"aliyun|i-2|SystemMaintenance.Reboot|e2", None) in open_writes  # the tombstone
+    assert (gauge("announced"), gauge("started")) == (0, 1)
+    next_start = metrics.registry.get_sample_value("vmevents_next_scheduled_start_seconds")
+    assert next_start is not None and math.isnan(next_start)  # nothing announced any more
+    processor.on_abort(None)  # type: ignore[arg-type]  # the batch's transaction aborted
+    assert (gauge("announced"), gauge("started")) == (1, 1)
+    assert metrics.registry.get_sample_value("vmevents_next_scheduled_start_seconds") == 600
