@@ -3,7 +3,8 @@
 Operations are announced, started and (some of them) finished on the normalized topic; the
 correlate stage writes ``OpenOperation`` records and tombstones to the compacted topic in its
 transactions. A read_committed reader that keeps the last value per key and deletes on a
-tombstone must end up with exactly the operations still open, and ``vmevents tail`` decodes it.
+tombstone must end up with exactly the operations still open, also when the operations were
+opened before a SIGKILL and closed after the restart; ``vmevents tail`` decodes it.
 """
 
 from __future__ import annotations
@@ -116,6 +117,10 @@ def test_materialized_topic_is_exactly_the_open_operations(kafka_stack: Any, tmp
             return {r["instance_id"] for r in view.values()} == instances
 
         wait_for(lambda: view_is(open_now), 60, "every operation open", correlate)
+        # The ends go to a restarted stage: the operations they close come from the changelog.
+        correlate.send_signal(signal.SIGKILL)
+        correlate.wait(10)
+        correlate = start_stage("correlate", env, log)
         produce(bootstrap, normalized, second)
         wait_for(lambda: committed_total(bootstrap, group, normalized) >= len(first + second), 90,
                  "the ends committed", correlate)
