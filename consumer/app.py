@@ -66,6 +66,17 @@ def correlate_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
         # Same partition count as the input: changelog partition N holds input partition N's state.
         ensure_topics(settings, {settings.changelog_topic: {"cleanup.policy": "compact"}},
                       partitions=partition_count(settings, settings.normalized_topic))
+        if settings.open_operations_topic:
+            ensure_topics(settings, {settings.open_operations_topic: {"cleanup.policy": "compact"}})
+    elif settings.open_operations_topic and not topic_exists(settings,
+                                                             settings.open_operations_topic):
+        raise KafkaRuntimeError(
+            f"open-operations topic {settings.open_operations_topic} does not exist and "
+            "VMEVENTS_CREATE_TOPICS=false: create it (compacted; the chart's topics Job does), "
+            "or set VMEVENTS_OPEN_OPERATIONS_TOPIC= (empty) to turn the view off", fatal=True)
+    open_encoder = (value_encoder(settings, schemas["OpenOperation"],
+                                  settings.open_operations_topic)
+                    if settings.open_operations_topic else None)
     outcome_schema = schemas["OperationOutcome"]
 
     def encoder_for(topic: str) -> Encoder:
@@ -88,7 +99,8 @@ def correlate_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
         Decoder(schemas, registry_fetcher(settings), expect="InstanceEvent"), encoder_for, metrics,
         heartbeat=health.tick,
         dead_letters=DeadLetters(settings.dlq_topic, "correlate",
-                                 max_record_bytes(settings, settings.dlq_topic), metrics))
+                                 max_record_bytes(settings, settings.dlq_topic), metrics),
+        open_encoder=open_encoder)
     return StageLoop(settings, processor, [settings.normalized_topic], settings.correlate_group,
                      metrics, health)
 

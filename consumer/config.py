@@ -49,6 +49,8 @@ class Settings:
     normalized_topic: str = "vm.events.normalized"
     dlq_topic: str = "vm.events.dlq"
     changelog_topic: str = "vmevents.correlate-changelog"
+    open_operations_topic: str = "vm.operations.open"
+    """Compacted public view of the open operations (``OpenOperation``); empty: not written."""
     outcome_topic_prefix: str = ""
     outcome_single_topic: str = ""
     normalize_group: str = "vmevents-normalize"
@@ -281,6 +283,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dlq_topic=c(lambda: _topic(env, "VMEVENTS_DLQ_TOPIC", "vm.events.dlq"), ""),
         changelog_topic=c(lambda: _topic(env, "VMEVENTS_CHANGELOG_TOPIC",
                                          "vmevents.correlate-changelog"), ""),
+        open_operations_topic=c(lambda: _topic(env, "VMEVENTS_OPEN_OPERATIONS_TOPIC",
+                                               "vm.operations.open", allow_empty=True), ""),
         outcome_topic_prefix=c(lambda: _topic(env, "VMEVENTS_OUTCOME_TOPIC_PREFIX", "",
                                               allow_empty=True), ""),
         outcome_single_topic=c(lambda: _topic(env, "VMEVENTS_OUTCOME_SINGLE_TOPIC", "",

@@ -128,6 +128,15 @@ class Metrics:
             "Event time up to which the correlator has decided (newest event time minus the "
             "allowed lateness; advances with processing time on a quiet partition).",
             ["partition"], registry=r)
+        self.open_operations = Gauge(
+            "vmevents_open_operations",
+            "Operations scheduled or running (the records of the open-operations topic), by phase: "
+            "announced, started, ended_awaiting_start.",
+            ["vendor", "operation", "phase"], registry=r)
+        self.next_scheduled_start = Gauge(
+            "vmevents_next_scheduled_start_seconds",
+            "Seconds until the earliest planned start (not_before) in the future among announced "
+            "operations; NaN when none is.", registry=r)
         self.late_notifications = Counter(
             "vmevents_late_notifications",
             "Notifications that arrived later than the allowed lateness behind their partition's "

@@ -238,7 +238,8 @@ def tail(settings: Settings, options: TailOptions, out: BinaryIO) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("topics", nargs="+", metavar="TOPIC",
-                   help="normalized, derived (failure.reboot.completed, ...), DLQ or changelog topic")
+                   help="normalized, derived (failure.reboot.completed, ...), open operations, DLQ or "
+                        "changelog topic")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--from-beginning", dest="start", action="store_const", const="beginning",
                        help="from the oldest record (the default)")

@@ -70,6 +70,7 @@ from hashlib import blake2b
 from typing import Any, NamedTuple
 
 from consumer.correlation.config import CorrelatorConfig
+from consumer.correlation.openops import OpenRecord, open_record
 from consumer.correlation.outcome import ATTR_CLOCK_SKEW, ATTR_EVICTED, Outcome, OutcomeKind
 from consumer.correlation.state import (
     MAX_SPANS,
@@ -311,6 +312,11 @@ class Correlator:
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Changelog key -> decoded state of everything held (for tests and debugging)."""
         return self._store.snapshot()
+
+    def open_operations(self, now: int) -> list[tuple[str, OpenRecord]]:
+        """(operation key, ``OpenOperation``) of every held operation: the open-operations view
+        of the current state, as the drains so far wrote it (after a restore or a rollback)."""
+        return [(key, open_record(op.as_dict(), now)) for key, op in self._pending.items()]
 
     def pending_operations(self) -> list[dict[str, Any]]:
         """Open operations in words a user reads (times in :data:`PENDING_TIME_FIELDS`)."""

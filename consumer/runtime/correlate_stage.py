@@ -23,6 +23,7 @@ Rebalance protocol:
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -38,6 +39,7 @@ from confluent_kafka import (
 )
 
 from consumer.config import Settings
+from consumer.correlation.openops import OpenView, open_changes
 from consumer.correlator import UNKNOWN_OPERATION, Correlator, CorrelatorConfig, Outcome
 from consumer.metrics import Metrics
 from consumer.model import InstanceEvent
@@ -76,11 +78,13 @@ class CorrelateProcessor:
                  encoder_for: Callable[[str], Encoder], metrics: Metrics,
                  clock: Callable[[], int] = wall_clock_ms,
                  heartbeat: Callable[[], None] = lambda: None,
-                 dead_letters: DeadLetters | None = None) -> None:
+                 dead_letters: DeadLetters | None = None,
+                 open_encoder: Encoder | None = None) -> None:
         """``encoder_for(topic)`` is called once per outcome topic (it may create the topic and
         register the schema under the topic's subject); its encoder is reused after that.
         Undecodable input goes to ``dead_letters`` (by default the DLQ topic, sized to Kafka's
-        default limit)."""
+        default limit). ``open_encoder`` encodes ``OpenOperation`` for the open-operations
+        topic; None (or the topic setting empty): that topic is not written, the gauges are."""
         self.settings = settings
         self.config = config
         self.decoder = decoder
@@ -95,6 +99,10 @@ class CorrelateProcessor:
         self._routes: dict[tuple[str, str], tuple[str, Encoder]] = {}
         self._to_restore: dict[int, TopicPartition] = {}  # paused input partitions
         self._restoring: ChangelogRestore | None = None
+        self.open_topic = settings.open_operations_topic if open_encoder is not None else ""
+        self.open_encoder = open_encoder
+        self.open_view = OpenView()
+        metrics.next_scheduled_start.set_function(self._next_start_seconds)
 
     # -- rebalance -------------------------------------------------------------------------
 
@@ -108,6 +116,7 @@ class CorrelateProcessor:
         for p in partitions:
             self.correlators.pop(p.partition, None)
             self.metrics.pending.labels(str(p.partition)).set(0)
+            self.open_view.drop(p.partition)
             if self._to_restore.pop(p.partition, None) is not None:
                 self._cancel_restore()
 
@@ -124,6 +133,7 @@ class CorrelateProcessor:
             correlator = session.correlators[p]
             self.correlators[p] = correlator
             self.metrics.pending.labels(str(p)).set(correlator.pending_count)
+            self.open_view.reset(p, correlator.open_operations(self.clock()))
             consumer.resume([self._to_restore.pop(p)])
         if self._to_restore:
             return False
@@ -152,6 +162,9 @@ class CorrelateProcessor:
             if correlator.touched:
                 rolled[p] = correlator.rollback()
                 self._export_state(p, correlator)
+                # what the aborted batch wrote to the open-operations topic is gone with it
+                self.open_view.reset(p, correlator.open_operations(self.clock()))
+        self._export_open()
         log.info("aborted batch rolled back", partitions=sorted(rolled),
                  keys=sum(rolled.values()))
 
@@ -247,10 +260,23 @@ class CorrelateProcessor:
         topic = self.settings.changelog_topic
         anomalies = self.metrics.anomalies
         late = self.metrics.late_notifications
+        open_topic, encode_open = self.open_topic, self.open_encoder
+        now = self.clock()
+        opened_any = False
         for p in partitions:
             correlator = self.correlators[p]
-            for key, value in correlator.drain_changes():
+            changes = correlator.drain_changes()
+            for key, value in changes:
                 emit(topic, key.encode(), value, None, p)
+            # The open-operations view, from the same drained writes: committed together.
+            opened = open_changes(changes, now) if changes else []
+            if opened:
+                opened_any = True
+                self.open_view.apply(p, opened)
+                if encode_open is not None and open_topic:
+                    for op_key, record in opened:
+                        emit(open_topic, op_key.encode(),
+                             None if record is None else encode_open(record), None, -1)
             self._export_state(p, correlator)
             if correlator.counters:  # the correlator counts; the shell exports and resets
                 for kind, n in correlator.counters.items():
@@ -260,6 +286,23 @@ class CorrelateProcessor:
                 for (vendor, op, known), n in correlator.late.items():
                     late.labels(vendor, op if known else UNKNOWN_OPERATION).inc(n)
                 correlator.late.clear()
+        if opened_any:
+            self._export_open()
+
+    def _export_open(self) -> None:
+        """``vmevents_open_operations`` from the view's counts (a handful of label sets)."""
+        m = self.metrics
+        totals: Counter[tuple[str, ...]] = Counter()
+        for series, n in self.open_view.counts.items():
+            totals[m.event_labels(*series)] += n
+        for labels, n in totals.items():
+            m.open_operations.labels(*labels).set(n)
+
+    def _next_start_seconds(self) -> float:
+        """Called when /metrics is scraped (another thread: the view is read from copies)."""
+        now = self.clock()
+        start = self.open_view.next_start(now)
+        return math.nan if start is None else (start - now) / 1000.0
 
     def _export_state(self, p: int, correlator: Correlator) -> None:
         """Gauges of one partition's correlator: open operations, buffer, watermark."""

@@ -945,7 +945,8 @@ def contract_topics(doc: Mapping[str, Any]) -> list[str]:
     outcome = outcome_topic(s, {"operation": "failure.reboot", "outcome": "completed",
                                 "known": True})  # type: ignore[arg-type]
     wanted = {"raw": s.raw_topics[0], "normalized": s.normalized_topic, "DLQ": s.dlq_topic,
-              "re-drive ledger": ledger_topic(s.dlq_topic), "changelog": s.changelog_topic}
+              "re-drive ledger": ledger_topic(s.dlq_topic), "changelog": s.changelog_topic,
+              "open operations": s.open_operations_topic}
     problems = [f"{ASYNCAPI.relative_to(REPO)}: no channel for the {what} topic {topic}"
                 for what, topic in wanted.items() if topic not in addresses]
     if outcome != "failure.reboot.completed" or "{operation}.{outcome}" not in addresses:

@@ -261,6 +261,22 @@ def build() -> dict[str, Any]:
                      (f"sum by (kind) (rate(vmevents_correlator_anomalies_total{{{NS}}}[{RI}]))",
                       "{{kind}}"), stack=True), 24, 8)
 
+    g.row("Maintenance in the next 24 h")
+    g.add(stat("Next scheduled start", "Time until the earliest planned start (not_before) of an "
+               "announced operation still to come; empty when none is announced. The operations "
+               "are on the topic vm.operations.open (vmevents tail vm.operations.open).", "s",
+               (f"min(vmevents_next_scheduled_start_seconds{{{NS}}})", "next start"),
+               [(None, "orange"), (3600, "yellow"), (86400, "green")]), 6, 8)
+    g.add(stat("Announced, not started", "Operations announced by the vendor (scheduled "
+               "maintenance) that have not started yet.", "short",
+               (f'sum(vmevents_open_operations{{phase="announced", {NS}}})', "announced"),
+               [(None, "blue")]), 6, 8)
+    g.add(timeseries("Open operations by phase", "Operations scheduled or running, by operation "
+                     "and phase (announced, started, ended_awaiting_start): the records of "
+                     "vm.operations.open.", "short",
+                     (f"sum by (operation, phase) (vmevents_open_operations{{{NS}}})",
+                      "{{operation}} {{phase}}"), stack=True), 12, 8)
+
     def query_var(name: str, label: str, query: str, multi: bool = True) -> dict[str, Any]:
         return {"name": name, "label": label, "type": "query", "datasource": DS,
                 "query": {"query": query, "refId": f"{name}-var"}, "definition": query,

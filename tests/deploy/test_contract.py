@@ -78,6 +78,7 @@ def test_payload_schemas_are_the_shipped_avro_files() -> None:
     refs = {name: m["payload"]["schema"]["$ref"] for name, m in messages.items()
             if isinstance(m.get("payload"), dict) and "schemaFormat" in m["payload"]}
     assert refs == {"InstanceEvent": "../avro/InstanceEvent.avsc",
-                    "OperationOutcome": "../avro/OperationOutcome.avsc"}
+                    "OperationOutcome": "../avro/OperationOutcome.avsc",
+                    "OpenOperation": "../avro/OpenOperation.avsc"}
     for ref in refs.values():
         assert (dc.ASYNCAPI.parent / ref).is_file()

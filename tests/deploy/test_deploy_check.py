@@ -237,7 +237,12 @@ def test_topics_hook_plan_uses_the_apps_operation_table(production: dc.Rendered,
     assert "maintenance.reboot.timed_out" in plan
     assert "lifecycle.create.completed" in plan  # named by the correlator, not the code table
     assert "unknown.observed" in plan
-    assert len(plan) == 3 + len(operations) * len(OUTCOME_KINDS)
+    opened = plan["vm.operations.open"]
+    assert opened.config["cleanup.policy"] == "compact"
+    assert not opened.strict  # keyed per operation: any partition count serves
+    assert len(plan) == 4 + len(operations) * len(OUTCOME_KINDS)
+    assert "vm.operations.open" not in {
+        t.name for t in create_topics.plan({**spec, "openOperations": {"name": ""}})}
 
 
 def test_topics_hook_dry_run_and_guards(tmp_path: Path, create_topics: Any) -> None:

@@ -68,6 +68,10 @@ def plan(spec: Mapping[str, Any], operations: Sequence[str] | None = None,
     changelog = spec["changelog"]
     topics.append(TopicPlan(changelog["name"], int(normalized["partitions"]),
                             with_isr(changelog.get("config")), strict=True))
+    opened = spec.get("openOperations") or {}
+    if opened.get("name"):  # empty: the view is turned off
+        topics.append(TopicPlan(opened["name"], int(opened.get("partitions", 3)),
+                                with_isr(opened.get("config"))))
     out = spec.get("outcomes", {})
     if out.get("create", True):
         config = with_isr(out.get("config"))

@@ -99,6 +99,7 @@ VMEVENTS_RAW_TOPICS: {{ include "vmevents.rawTopicNames" . | quote }}
 VMEVENTS_NORMALIZED_TOPIC: {{ .Values.topics.normalized.name | quote }}
 VMEVENTS_DLQ_TOPIC: {{ .Values.topics.dlq.name | quote }}
 VMEVENTS_CHANGELOG_TOPIC: {{ .Values.topics.changelog.name | quote }}
+VMEVENTS_OPEN_OPERATIONS_TOPIC: {{ .Values.topics.openOperations.name | quote }}
 VMEVENTS_OUTCOME_TOPIC_PREFIX: {{ .Values.topics.outcomes.prefix | quote }}
 VMEVENTS_OUTCOME_SINGLE_TOPIC: {{ .Values.topics.outcomes.singleTopic | quote }}
 VMEVENTS_NORMALIZE_GROUP: {{ .Values.config.normalizeGroup | quote }}
