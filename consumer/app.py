@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -58,6 +59,19 @@ def normalize_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
                      metrics, health)
 
 
+def lazy_encoder(make: Callable[[], Encoder]) -> Encoder:
+    """An encoder whose schema is registered on first use: inside a batch, where a registry
+    outage is a TransientError the loop waits out, not a failed start."""
+    held: list[Encoder] = []
+
+    def encode(record: Any) -> bytes:
+        if not held:
+            held.append(make())
+        return held[0](record)
+
+    return encode
+
+
 def correlate_loop(settings: Settings, metrics: Metrics, health: Health) -> StageLoop:
     schemas = load_schemas(settings.schema_dir)
     if settings.create_topics:
@@ -74,8 +88,8 @@ def correlate_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
             f"open-operations topic {settings.open_operations_topic} does not exist and "
             "VMEVENTS_CREATE_TOPICS=false: create it (compacted; the chart's topics Job does), "
             "or set VMEVENTS_OPEN_OPERATIONS_TOPIC= (empty) to turn the view off", fatal=True)
-    open_encoder = (value_encoder(settings, schemas["OpenOperation"],
-                                  settings.open_operations_topic)
+    open_encoder = (lazy_encoder(lambda: value_encoder(settings, schemas["OpenOperation"],
+                                                       settings.open_operations_topic))
                     if settings.open_operations_topic else None)
     outcome_schema = schemas["OperationOutcome"]
 
