@@ -166,15 +166,15 @@ def _place(event: InstanceEvent) -> tuple[int, int, bool]:
     if role is None:
         return event["event_time"], _RANK_NOTICE, True
     inp = role[0]
-    if inp is _START:
-        when = event["start_time"]
-    elif inp is _NOTICE:
-        when = None
-    else:
-        when = event["end_time"]
-    if when is None:
-        when = event["event_time"]
-    return when, _ROLE_RANK[inp], event["vendor_event_id"] is not None
+    return _role_time(event, inp), _ROLE_RANK[inp], event["vendor_event_id"] is not None
+
+
+def _role_time(event: InstanceEvent, inp: Input) -> int:
+    """The vendor time of a notification's role: its start, its end, else its event time."""
+    if inp is _NOTICE:
+        return event["event_time"]
+    when = event["start_time"] if inp is _START else event["end_time"]
+    return event["event_time"] if when is None else when
 
 
 class Correlator:
@@ -379,16 +379,8 @@ class Correlator:
             key = f"{event['vendor']}|{event['instance_id']}|{shared or code}"
         else:
             key = f"{event['vendor']}|{event['instance_id']}|{code}|{eid}"
-        if inp is _START:
-            when = event["start_time"]
-        elif inp is _NOTICE:
-            when = None
-        else:
-            when = event["end_time"]
-        if when is None:
-            when = event["event_time"]
-        self._step(_new_step(Step, (key, eid is not None, inp, when, end_kind, event["operation"],
-                                    None, None)), event, now, out)
+        self._step(_new_step(Step, (key, eid is not None, inp, _role_time(event, inp), end_kind,
+                                    event["operation"], None, None)), event, now, out)
 
     # -- system events ---------------------------------------------------------------------
 

@@ -154,13 +154,6 @@ class StateStore:
                 self._counters["done_evicted"] += 1
                 self._forget(victim)
 
-    def touch_marker(self, key: str) -> None:
-        """Call before modifying a held marker."""
-        if key not in self._dirty_done:
-            self._dirty_done[key] = True
-        if key not in self._pre_done:
-            self._pre_done[key] = self.done[key].copy()
-
     def expire_markers(self, now: int) -> None:
         heap = self._expiries
         while heap and heap[0][0] <= now:

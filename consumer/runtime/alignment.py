@@ -249,10 +249,6 @@ class Aligner(Generic[R]):
         return out
 
 
-def _message_key(msg: Message) -> Partition:
-    return (msg.topic() or "", msg.partition() or 0)
-
-
 class ConsumerAlignment:
     """The aligner bound to a confluent-kafka consumer: pause/resume and the watermark check."""
 
