@@ -194,6 +194,7 @@ class Correlator:
         self.late: Counter[LateKey] = Counter()
         """Notifications that arrived behind the watermark, by (vendor, operation, known)."""
         self._store = StateStore(self.counters)
+        self._budget: int | None = None
         self._pending = self._store.pending
         self._done = self._store.done
         self._handlers: dict[Action, Handler] = {
@@ -211,6 +212,17 @@ class Correlator:
     @property
     def pending_count(self) -> int:
         return len(self._pending)
+
+    @property
+    def state_bytes(self) -> int:
+        """Estimated memory held by this partition's state (open operations, buffered
+        notifications, finished-operation markers), in bytes: what the state budget limits."""
+        return self._store.state_bytes()
+
+    def set_state_budget(self, max_bytes: int | None) -> None:
+        """Cap :attr:`state_bytes` (None: no byte cap, only ``max_pending``). Over it, the
+        operations due first end as ``timed_out`` with ``vmevents.evicted``, never dropped."""
+        self._budget = max_bytes
 
     @property
     def buffered_count(self) -> int:

@@ -230,6 +230,10 @@ class StateStore:
         """Restart the processing-time advance of the watermark from the next call."""
         self.anchor = None
 
+    def state_bytes(self) -> int:
+        """Estimated bytes held (see :meth:`Correlator.state_bytes`)."""
+        return 1400 * len(self.pending) + 450 * len(self.buffer) + 300 * len(self.done)
+
     # -- commit points -----------------------------------------------------------------------
 
     @property
