@@ -57,9 +57,13 @@ Rules for messy streams, beyond the table in :mod:`consumer.correlation.transiti
   ``skew_tolerance_ms`` (or always, with a vendor event id) the duration is clamped to 0 and the
   skew reported in ``attributes["vmevents.clock_skew_ms"]``; further back, without an event id,
   the end belongs to an earlier operation whose start was lost and is emitted alone.
-- Bounded memory: at most ``max_pending`` open operations; a new one evicts the one due first,
-  emitted as if its deadline had passed (``timed_out``, or its held end), flagged
-  ``vmevents.evicted``. Never dropped silently.
+- Bounded memory: at most ``max_pending`` open operations, and at most the state budget in
+  bytes (:meth:`Correlator.set_state_budget`, estimated by :attr:`Correlator.state_bytes`). Past
+  either, the operation due first ends as if its deadline had passed (``timed_out``, or its held
+  end), flagged ``vmevents.evicted`` with the limit that made room (``max_pending`` or
+  ``max_state_bytes``); its late end is still reported. With no open operation left to end,
+  buffered notifications are applied before the watermark reaches them, then the markers that
+  expire first are forgotten. Never dropped silently.
 """
 
 from __future__ import annotations
@@ -195,7 +199,6 @@ class Correlator:
         """Notifications that arrived behind the watermark, by (vendor, operation, known)."""
         self._store = StateStore(self.counters)
         self._budget: int | None = None
-        self._pending = self._store.pending
         self._done = self._store.done
         self._handlers: dict[Action, Handler] = {
             Action.ANNOUNCE: self._renotice,
@@ -211,7 +214,7 @@ class Correlator:
 
     @property
     def pending_count(self) -> int:
-        return len(self._pending)
+        return self._store.pending_count
 
     @property
     def state_bytes(self) -> int:
@@ -262,6 +265,9 @@ class Correlator:
             core = notification_core(event)
             if not st.buffer_add(t, rank, _digest(core), encode_notification(core, event)):
                 self.counters["duplicate"] += 1
+        budget = self._budget
+        if budget is not None and st.state_bytes() > budget:
+            self._shrink(budget, out)
         return out
 
     def expire(self, now_ms: int | None = None) -> list[Outcome]:
@@ -270,6 +276,9 @@ class Correlator:
         now = self._wall = self._clock() if now_ms is None else now_ms
         out: list[Outcome] = []
         self._advance(self._watermark_at(now), out)
+        budget = self._budget
+        if budget is not None and self._store.state_bytes() > budget:
+            self._shrink(budget, out)  # a restored state can be over a budget made smaller
         return out
 
     def flush(self) -> list[Outcome]:
@@ -328,7 +337,7 @@ class Correlator:
     def open_operations(self, now: int) -> list[tuple[str, OpenRecord]]:
         """(operation key, ``OpenOperation``) of every held operation: the open-operations view
         of the current state, as the drains so far wrote it (after a restore or a rollback)."""
-        return [(key, open_record(op.as_dict(), now)) for key, op in self._pending.items()]
+        return [(op.key, open_record(op.as_dict(), now)) for op in self._store.ops()]
 
     def pending_operations(self) -> list[dict[str, Any]]:
         """Open operations in words a user reads (times in :data:`PENDING_TIME_FIELDS`)."""
@@ -340,7 +349,7 @@ class Correlator:
             "ended_at": op.end_at, "from_state": op.from_state,
             "last_notification_at": op.last_when, "deadline": op.deadline,
             "notification_ids": op.nids,
-        } for op in sorted(self._pending.values(), key=lambda o: (o.deadline, o.key))]
+        } for op in sorted(self._store.ops(), key=lambda o: (o.deadline, o.key))]
 
     # -- event time ------------------------------------------------------------------------
 
@@ -359,15 +368,15 @@ class Correlator:
         in time order (a notification at a deadline's time goes first)."""
         st = self._store
         while True:
-            head = st.buffer_head()
-            due = st.next_deadline()
-            if head is not None and head <= w and (due is None or head <= due):
+            head = st.buffer_head(w)
+            due = st.next_deadline(w)
+            if head is not None and (due is None or head <= due):
                 t, event = st.buffer_pop()
                 self._apply(event, t, out)
-            elif due is not None and due <= w:
+            elif due is not None:
                 op = st.first_due()
                 assert op is not None
-                self._expire_op(op, due, out, evicted=False)
+                self._expire_op(op, due, out, evicted=None)
             else:
                 break
         st.set_watermark(w)
@@ -398,11 +407,11 @@ class Correlator:
 
     def _step(self, s: Step, event: InstanceEvent, now: int, out: list[Outcome]) -> None:
         key = s.key
-        op = self._pending.get(key)
+        op = self._store.get(key)
         if op is not None and op.deadline < now:
             # Applied at once, ahead of the watermark: the deadline came first in event time,
             # as it would have on release.
-            self._expire_op(op, op.deadline, out, evicted=False)
+            self._expire_op(op, op.deadline, out, evicted=None)
             op = None
         marker = self._done.get(key)
         if marker is not None and marker.expires > now and self._finished(s, op, marker, event,
@@ -447,8 +456,8 @@ class Correlator:
               out: list[Outcome]) -> PendingOp:
         """The open operation of ``s.key`` with ``event`` absorbed, opened if there is none."""
         if op is None:
-            if len(self._pending) >= self.config.max_pending:
-                self._evict(now, out)
+            if self._store.pending_count >= self.config.max_pending:
+                self._evict(now, out, LIMIT_PENDING)
             op = PendingOp(s.key, event, s.operation, s.by_id, s.when)
             self._store.add(op)
         else:
@@ -599,7 +608,7 @@ class Correlator:
         is the state that opened it (a repeat is not a transition)."""
         best: PendingOp | None = None
         for name in LIFECYCLE_OPS:
-            op = self._pending.get(base + name)
+            op = self._store.get(base + name)
             if op is not None and op.state is _STARTED and (
                     best is None or (op.start_at or 0) > (best.start_at or 0)):
                 best = op
@@ -666,7 +675,7 @@ class Correlator:
         return op
 
     def _orphan(self, op: PendingOp, now: int, out: list[Outcome], *,
-                evicted: bool = False) -> None:
+                evicted: str | None = None) -> None:
         """Emit an end whose start never came: no start, no duration, rather than wrong ones.
 
         Its start, if it shows up after all, is at most ``skew_tolerance_ms`` after the end, so
@@ -684,7 +693,7 @@ class Correlator:
         assert s.end_kind is not None
         self._finish(op, s.end_kind, start, s.when, now, out)
 
-    def _expire_op(self, op: PendingOp, now: int, out: list[Outcome], evicted: bool) -> None:
+    def _expire_op(self, op: PendingOp, now: int, out: list[Outcome], evicted: str | None) -> None:
         if op.state is _ENDED:
             self._orphan(op, now, out, evicted=evicted)
         else:
@@ -692,16 +701,42 @@ class Correlator:
             self._finish(op, "timed_out", op.start_at, None, now, out,
                          timeout_ms=op.timeout_ms, evicted=evicted)
 
-    def _evict(self, now: int, out: list[Outcome]) -> None:
-        """Make room for one operation: the one due first ends now, as its deadline would."""
+    def _evict(self, now: int, out: list[Outcome], limit: str) -> bool:
+        """Make room: the operation due first ends now, as its deadline would. False when
+        there is none."""
         op = self._store.first_due()
-        if op is not None:
-            self.counters["evicted"] += 1
-            self._expire_op(op, now, out, evicted=True)
+        if op is None:
+            return False
+        self.counters["evicted"] += 1
+        self._expire_op(op, now, out, evicted=limit)
+        return True
+
+    def _shrink(self, budget: int, out: list[Outcome]) -> None:
+        """Bring the state under ``budget`` bytes, with some headroom so a burst does not pay
+        for this on every notification: end the operations due first; with none open, apply
+        buffered notifications early; markers go last (only duplicates could come of that).
+        Markers holding more than half the budget go first, or evicting would not help."""
+        st = self._store
+        target = budget - budget // 16
+        now = st.max_time if st.max_time > st.watermark else st.watermark
+        self.counters["over_budget"] += 1
+        while st.state_bytes() > target:
+            if st.marker_bytes() > budget // 2 and st.forget_first():
+                self.counters["done_evicted"] += 1
+            elif self._evict(now, out, LIMIT_STATE_BYTES):
+                continue
+            elif st.buffer_head() is not None:
+                self.counters["released_early"] += 1
+                t, event = st.buffer_pop()
+                self._apply(event, t, out)
+            elif st.forget_first():
+                self.counters["done_evicted"] += 1
+            else:
+                break
 
     def _finish(self, op: PendingOp, kind: OutcomeKind, started: int | None,
                 finished: int | None, now: int, out: list[Outcome], *,
-                timeout_ms: int | None = None, evicted: bool = False,
+                timeout_ms: int | None = None, evicted: str | None = None,
                 last: int | None = None, after_timeout: bool = False) -> None:
         """Emit ``op``'s outcome, drop it from the open set, remember it as finished."""
         self._store.discard(op)
@@ -718,7 +753,7 @@ class Correlator:
         if notice is not None and started is not None:
             lead = started - notice if started > notice else 0
         if evicted:
-            attrs = {**attrs, ATTR_EVICTED: "max_pending"}
+            attrs = {**attrs, ATTR_EVICTED: evicted}
         out.append({
             "outcome": kind, "operation": op.operation, "vendor_event_code": op.code,
             "vendor": op.vendor, "known": op.known, "region": op.region,
@@ -781,6 +816,10 @@ class Correlator:
             marker = DoneMarker(first, last, False, by_id, now + cfg.done_ttl_ms, older=older)
         self._store.remember(key, marker, cfg.max_done)
 
+
+LIMIT_PENDING = "max_pending"
+LIMIT_STATE_BYTES = "max_state_bytes"
+"""Values of the ``vmevents.evicted`` attribute: the limit that made the operation end early."""
 
 _OPEN_ENDED: frozenset[str] = frozenset({"timed_out", "superseded"})
 """Outcomes of operations that ended without an end notification: one may still arrive."""

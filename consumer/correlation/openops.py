@@ -18,9 +18,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Final, NamedTuple
 
-import orjson
-
-from consumer.correlation.state import PENDING_PREFIX
+from consumer.correlation.state import PENDING_PREFIX, pending_fields
 
 PHASES: Final = {"announced": "announced", "started": "started",
                  "ended": "ended_awaiting_start"}
@@ -50,7 +48,7 @@ def open_changes(changes: Iterable[tuple[str, bytes | None]],
     for ckey, value in changes:
         if ckey.startswith(PENDING_PREFIX):
             key = ckey[len(PENDING_PREFIX):]
-            out.append((key, None if value is None else open_record(orjson.loads(value), now)))
+            out.append((key, None if value is None else open_record(pending_fields(key, value), now)))
     return out
 
 

@@ -1,18 +1,24 @@
 """The correlator's state: open operations and markers of finished ones, and their changelog form.
 
-Changelog values are JSON (orjson), not Avro. The changelog is private to this service (only the
-correlator that wrote a partition's state ever reads it back), so it is not a contract that needs
-a registry; JSON is self-describing, lets a new field be added by reading it with ``.get`` and a
-default, costs no schema lookup on restore, and can be read with any console consumer when
-debugging a stuck operation. ``v`` is the format version.
+The changelog is private to this service (only the correlator that wrote a partition's state
+ever reads it back), so it is not a contract that needs a registry; its values carry their own
+format version and are read with a default for every field added later.
 
-Changelog keys: ``p|<key>`` holds an open operation, ``d|<key>`` a finished-operation marker,
-``b|<t>|<rank>|<digest>`` a notification waiting in the reorder buffer (see
-:func:`encode_notification`), and ``w|`` the partition's event-time watermark.
+An open operation (``p|<key>``) is written in a compact binary form (format 2, see
+:meth:`PendingOp.encode`), and between batches the store keeps it in memory in exactly that
+form: a million operations announced by one maintenance notice cost a few hundred bytes each
+and restore without decoding, and only the operations a batch touches become objects. Format 1
+(a JSON object) is still read, so a state written before the upgrade restores.
+
+Finished-operation markers (``d|``), notifications waiting in the reorder buffer
+(``b|<t>|<rank>|<digest>``, see :func:`encode_notification`) and the partition's event-time
+watermark (``w|``) are JSON (orjson): small, and readable with any console consumer when
+debugging a stuck operation.
 """
 
 from __future__ import annotations
 
+import struct
 from enum import Enum
 from typing import Any, Final, cast
 
@@ -20,8 +26,13 @@ import orjson
 
 from consumer.correlation.outcome import OutcomeKind
 from consumer.model import InstanceEvent, SourceRef, Vendor
+from consumer.normalization.operations import OPERATIONS
 
 FORMAT_VERSION: Final = 1
+"""Format of the JSON changelog values (markers; open operations before format 2)."""
+PENDING_FORMAT: Final = 2
+"""Format of an open operation's changelog value: the first byte of :meth:`PendingOp.encode`."""
+CURRENT_PENDING: Final = bytes((PENDING_FORMAT,))
 PENDING_PREFIX: Final = "p|"
 DONE_PREFIX: Final = "d|"
 BUFFER_PREFIX: Final = "b|"
@@ -118,21 +129,85 @@ class PendingOp:
                 self.notice_at = event["publish_time"]
 
     def encode(self) -> bytes:
-        return orjson.dumps({
-            "v": FORMAT_VERSION, "state": _STATE_VALUES[self.state], "by_id": self.by_id,
-            "vendor": self.vendor, "instance_id": self.instance_id, "code": self.code,
-            "operation": self.operation, "known": self.known, "region": self.region,
-            "account_id": self.account_id, "vendor_event_id": self.vendor_event_id,
-            "notice_at": self.notice_at, "not_before": self.not_before,
-            "start_at": self.start_at, "end_at": self.end_at, "end_kind": self.end_kind,
-            "from_state": self.from_state, "to_state": self.to_state,
-            "last_when": self.last_when, "deadline": self.deadline,
-            "timeout_ms": self.timeout_ms, "nids": self.nids, "sources": self.sources,
-            "attributes": self.attributes,
-        })
+        """Format 2: a fixed head, then a JSON array of the rest.
+
+        Vendor, instance id, code and vendor event id are usually the key's own parts
+        (``vendor|instance|code[|event id]``); then the key is not repeated in the value, only
+        the lengths needed to cut it (flag ``_IN_KEY``).
+
+        The head is ``<version:u8><deadline:i64><last_when:i64><timeout_ms:i64><state:u8>
+        <flags:u8>`` (little-endian): the deadline sits at a fixed offset so the store can
+        schedule a restored operation without decoding it. The array holds the strings, the
+        optional times and the lists, in :data:`_TAIL` order, trailing nulls left out (an
+        announced operation stops after its notice times). Sources are flattened to
+        ``topic, partition, offset`` triples.
+        """
+        sources = self.sources
+        vendor, instance_id, code, eid = self.vendor, self.instance_id, self.code, \
+            self.vendor_event_id
+        flags = (_BY_ID if self.by_id else 0) | (_KNOWN if self.known else 0)
+        if self.key == (f"{vendor}|{instance_id}|{code}" if eid is None
+                        else f"{vendor}|{instance_id}|{code}|{eid}"):
+            # The key already holds them: their lengths are enough to cut them out of it.
+            flags |= _IN_KEY
+            vendor, instance_id, code, eid = None, len(instance_id), len(code), None  # type: ignore[assignment]
+        operation: str | None = self.operation
+        spec = OPERATIONS.get(self.code)
+        if spec is not None and spec.operation == operation:
+            operation = None  # the table's: not repeated a million times
+        tail = [vendor, instance_id, code, operation, self.region,
+                self.account_id, self.nids or None,
+                [v for src in sources for v in (src["topic"], src["partition"], src["offset"])]
+                if sources else None,
+                self.notice_at, self.not_before, eid, self.start_at,
+                self.attributes or None, self.end_at, self.end_kind, self.from_state,
+                self.to_state]
+        while tail[-1] is None:
+            tail.pop()
+        return _HEAD.pack(PENDING_FORMAT, self.deadline, self.last_when, self.timeout_ms,
+                          _STATE_INDEX[self.state], flags) + orjson.dumps(tail)
 
     @classmethod
     def decode(cls, key: str, value: bytes) -> PendingOp:
+        """Read format 2, or format 1 (a JSON object, written before the upgrade)."""
+        if value[:1] == b"{":
+            return cls._decode_v1(key, value)
+        version, deadline, last_when, timeout_ms, state, flags = _HEAD.unpack_from(value)
+        if version != PENDING_FORMAT:
+            raise ValueError(f"unknown open-operation format {version}")
+        tail: list[Any] = orjson.loads(memoryview(value)[_HEAD.size:])
+        if len(tail) < _TAIL_MIN:
+            raise ValueError("open operation without its identity")
+        tail.extend([None] * (_TAIL_LEN - len(tail)))
+        (vendor, instance_id, code, operation, region, account_id, nids, flat, notice_at,
+         not_before, vendor_event_id, start_at, attributes, end_at, end_kind, from_state,
+         to_state) = tail
+        if flags & _IN_KEY:
+            v = key.index("|")
+            i = v + 1 + instance_id
+            c = i + 1 + code
+            vendor, instance_id, code = key[:v], key[v + 1:i], key[i + 1:c]
+            vendor_event_id = key[c + 1:] if len(key) > c else None
+        if operation is None:
+            operation = OPERATIONS[code].operation
+        op = cls.__new__(cls)
+        op.key = key
+        op.state = _STATES[state]
+        op.by_id = bool(flags & _BY_ID)
+        op.known = bool(flags & _KNOWN)
+        op.vendor, op.instance_id, op.code, op.operation = vendor, instance_id, code, operation
+        op.region, op.account_id, op.vendor_event_id = region, account_id, vendor_event_id
+        op.notice_at, op.not_before, op.start_at, op.end_at = notice_at, not_before, start_at, end_at
+        op.end_kind, op.from_state, op.to_state = end_kind, from_state, to_state
+        op.last_when, op.deadline, op.timeout_ms = last_when, deadline, timeout_ms
+        op.nids = nids or []
+        op.sources = [SourceRef(topic=flat[i], partition=flat[i + 1], offset=flat[i + 2])
+                      for i in range(0, len(flat), 3)] if flat else []
+        op.attributes = attributes or _NO_ATTRIBUTES
+        return op
+
+    @classmethod
+    def _decode_v1(cls, key: str, value: bytes) -> PendingOp:
         d: dict[str, Any] = orjson.loads(value)
         op = cls.__new__(cls)
         op.key = key
@@ -158,13 +233,59 @@ class PendingOp:
         op.timeout_ms = d.get("timeout_ms", 0)
         op.nids = d.get("nids", [])
         op.sources = d.get("sources", [])
-        op.attributes = d.get("attributes", {})
+        op.attributes = d.get("attributes") or _NO_ATTRIBUTES
         return op
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain view for tests and debugging (the changelog form, decoded)."""
-        out: dict[str, Any] = orjson.loads(self.encode())
-        return out
+        """Plain view for the open-operations topic, tests and debugging."""
+        return {
+            "state": _STATE_VALUES[self.state], "by_id": self.by_id,
+            "vendor": self.vendor, "instance_id": self.instance_id, "code": self.code,
+            "operation": self.operation, "known": self.known, "region": self.region,
+            "account_id": self.account_id, "vendor_event_id": self.vendor_event_id,
+            "notice_at": self.notice_at, "not_before": self.not_before,
+            "start_at": self.start_at, "end_at": self.end_at, "end_kind": self.end_kind,
+            "from_state": self.from_state, "to_state": self.to_state,
+            "last_when": self.last_when, "deadline": self.deadline,
+            "timeout_ms": self.timeout_ms, "nids": list(self.nids),
+            "sources": [dict(src) for src in self.sources],
+            "attributes": dict(self.attributes),
+        }
+
+
+_HEAD: Final = struct.Struct("<BqqqBB")
+_DEADLINE: Final = struct.Struct("<q")
+"""The deadline in a format-2 value, at offset 1."""
+_TAIL_LEN: Final = 17
+_TAIL_MIN: Final = 3  # vendor, instance id, code (or the lengths that cut them from the key)
+_BY_ID: Final = 1
+_KNOWN: Final = 2
+_IN_KEY: Final = 4
+"""Vendor, instance id, code and vendor event id are the operation key's parts: the tail holds
+the lengths of the instance id and the code instead."""
+_STATES: Final = tuple(OpState)
+_STATE_INDEX: Final = {state: i for i, state in enumerate(_STATES)}
+
+
+def pending_deadline(value: bytes) -> int:
+    """The deadline of an encoded open operation, read without decoding the rest."""
+    if value[:1] == b"{":
+        deadline: int = orjson.loads(value)["deadline"]
+        return deadline
+    return cast("int", _DEADLINE.unpack_from(value, 1)[0])
+
+
+def check_pending(key: str, value: bytes) -> bytes:
+    """``value`` in the current format, ready to hold as is (format 1 is converted); raises
+    ValueError, KeyError or TypeError for a value that is not an open operation."""
+    if value[:1] == CURRENT_PENDING and len(value) > _HEAD.size:
+        return value
+    return PendingOp.decode(key, value).encode()
+
+
+def pending_fields(key: str, value: bytes) -> dict[str, Any]:
+    """An encoded open operation as :meth:`PendingOp.as_dict` (either format)."""
+    return PendingOp.decode(key, value).as_dict()
 
 
 class DoneMarker:

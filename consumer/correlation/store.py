@@ -7,49 +7,74 @@ changes after a drain it is noted (with whether the changelog holds a value for 
 and dropped between two drains writes nothing (a notification buffered and released inside one
 batch costs no changelog record).
 
+Hot and cold: between batches every open operation is held as its changelog value (``cold``,
+a few hundred bytes, see :mod:`consumer.correlation.state`); :meth:`StateStore.get` turns the
+ones a batch touches into :class:`PendingOp` objects (``pending``), and the drain that writes
+them to the changelog puts them back in their new encoded form. Restoring is storing the
+changelog's values as they are.
+
 Rollback: the first time a key changes after a commit point, its pre-image (the value the
 committed changelog holds) is kept; :meth:`StateStore.rollback` puts those back, so an aborted
 transaction costs what its batch touched, not a re-read of the changelog.
 :meth:`StateStore.commit_point` forgets them once the batch's transaction committed.
 
-Deadlines, marker expiries and the buffer are heaps with lazy deletion: a moved deadline pushes
-a new entry and the stale one is skipped when popped (it no longer matches the held value). Ties
-break on the key, so the order never depends on insertion order and a restored store behaves
-exactly as the one that wrote the changelog.
+Deadlines, marker expiries and the buffer's release order are :class:`Timers`: an entry whose
+time moved is skipped when it comes up. Ties break on the key, so the order never depends on
+insertion order and a restored store behaves exactly as the one that wrote the changelog.
+
+Sizes: :meth:`StateStore.state_bytes` estimates the memory held, from the encoded sizes and
+per-entry costs measured with tracemalloc (``tests/unit/test_state_memory.py`` keeps them
+honest).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from heapq import heapify, heappop, heappush
+from collections.abc import Iterator
 from typing import Any, Final
 
 import orjson
 
 from consumer.correlation.state import (
     BUFFER_PREFIX,
+    CURRENT_PENDING,
     DONE_PREFIX,
     PENDING_PREFIX,
     WATERMARK_KEY,
     DoneMarker,
     PendingOp,
+    check_pending,
     decode_notification,
+    pending_deadline,
 )
+from consumer.correlation.timers import Timers
 from consumer.model import InstanceEvent
-
-_SLACK = 1024
-"""Heaps are rebuilt from the live entries when stale ones outnumber them by this much."""
 
 NO_TIME: Final = -(2**62)
 """The watermark of a partition that has seen no event yet."""
 
+COLD_ENTRY_BYTES: Final = 120
+"""Memory of a cold open operation beyond its key's and value's lengths (two object headers,
+the dict slot, the timer slot)."""
+HOT_OP_BYTES: Final = 1500
+"""Memory of an open operation while a batch holds it as an object, key included."""
+BUFFER_ENTRY_BYTES: Final = 130
+"""Memory of a buffered notification beyond its id's and value's lengths."""
+MARKER_BYTES: Final = 400
+"""Memory of a finished-operation marker, key included."""
+
 Meta = tuple[int, int, int | None]
 """(max event time seen, watermark, processing time when the max last advanced)."""
+
+_DECODE_ERRORS: Final = (orjson.JSONDecodeError, KeyError, ValueError, TypeError, IndexError)
 
 
 class StateStore:
     def __init__(self, counters: Counter[str]) -> None:
         self.pending: dict[str, PendingOp] = {}
+        """Open operations a batch is working on, as objects (``hot``)."""
+        self.cold: dict[str, bytes] = {}
+        """Every other open operation, as its changelog value."""
         self.done: dict[str, DoneMarker] = {}
         self.buffer: dict[str, bytes] = {}
         """Buffered notifications: ``<t>|<rank>|<digest>`` -> compact encoding."""
@@ -58,9 +83,15 @@ class StateStore:
         self.anchor: int | None = None
         """Processing time when ``max_time`` last advanced (not persisted: after a restore the
         processing-time advance starts again from the first call)."""
-        self._deadlines: list[tuple[int, str]] = []
-        self._expiries: list[tuple[int, str]] = []
-        self._order: list[tuple[int, int, str]] = []  # (t, rank, buffer id)
+        self._thawed: dict[str, bytes] = {}
+        """Cold values of the hot operations (their committed form until the next drain)."""
+        self._cold_bytes = 0
+        self._buffer_bytes = 0
+        self._deadlines = Timers(self._deadline_of)
+        self._deadlines_restored = True
+        """False while restored operations wait to be scheduled."""
+        self._expiries = Timers(self._expiry_of)
+        self._order = Timers(self._buffered_at)
         # key -> whether the changelog holds a value for it; one map per prefix (no string
         # concatenation per change)
         self._dirty_pending: dict[str, bool] = {}
@@ -69,13 +100,73 @@ class StateStore:
         self._dirty_meta = False
         # pre-images since the last commit point (None: the key held nothing)
         self._pre_pending: dict[str, PendingOp | bytes | None] = {}
-        """An operation changed in place is kept encoded (cheaper than a copy, rarely read)."""
         self._pre_done: dict[str, DoneMarker | None] = {}
         self._pre_buffer: dict[str, bytes | None] = {}
         self._pre_meta: Meta | None = None
         self._counters = counters
 
+    # -- sizes -----------------------------------------------------------------------------
+
+    @property
+    def pending_count(self) -> int:
+        return len(self.pending) + len(self.cold)
+
+    def state_bytes(self) -> int:
+        """Estimated bytes held: open operations, buffered notifications, markers."""
+        return (self._cold_bytes + HOT_OP_BYTES * len(self.pending) + self._buffer_bytes
+                + MARKER_BYTES * len(self.done))
+
+    def marker_bytes(self) -> int:
+        return MARKER_BYTES * len(self.done)
+
     # -- open operations -------------------------------------------------------------------
+
+    def get(self, key: str) -> PendingOp | None:
+        """The open operation of ``key``, as an object (taken out of its cold form)."""
+        op = self.pending.get(key)
+        if op is not None:
+            return op
+        value = self.cold.get(key)
+        return None if value is None else self._thaw(key, value)
+
+    def _thaw(self, key: str, value: bytes) -> PendingOp | None:
+        try:
+            op = PendingOp.decode(key, value)
+        except _DECODE_ERRORS:
+            # Restore only checks the head: a value corrupt past it is dropped here, counted,
+            # and tombstoned by the next drain, rather than stopping the partition.
+            self._counters["restore_skipped"] += 1
+            self._cold_pop(key)
+            if key not in self._dirty_pending:
+                self._dirty_pending[key] = True
+            if key not in self._pre_pending:
+                self._pre_pending[key] = value
+            return None
+        self._cold_pop(key)
+        self._thawed[key] = value
+        self.pending[key] = op
+        return op
+
+    def _cold_put(self, key: str, value: bytes) -> None:
+        old = self.cold.get(key)
+        if old is not None:
+            self._cold_bytes -= len(old) + len(key) + COLD_ENTRY_BYTES
+        self.cold[key] = value
+        self._cold_bytes += len(value) + len(key) + COLD_ENTRY_BYTES
+
+    def _cold_pop(self, key: str) -> None:
+        old = self.cold.pop(key, None)
+        if old is not None:
+            self._cold_bytes -= len(old) + len(key) + COLD_ENTRY_BYTES
+
+    def ops(self) -> Iterator[PendingOp]:
+        """Every open operation (cold ones decoded for the caller, not thawed)."""
+        yield from self.pending.values()
+        for key, value in self.cold.items():
+            try:
+                yield PendingOp.decode(key, value)
+            except _DECODE_ERRORS:
+                continue
 
     def add(self, op: PendingOp) -> None:
         key = op.key
@@ -91,7 +182,8 @@ class StateStore:
         if key not in self._dirty_pending:
             self._dirty_pending[key] = True
         if key not in self._pre_pending:
-            self._pre_pending[key] = op.encode()
+            pre = self._thawed.get(key)
+            self._pre_pending[key] = op.encode() if pre is None else pre
 
     def discard(self, op: PendingOp) -> None:
         """Drop ``op`` if it is the one held for its key (detached operations are not)."""
@@ -100,35 +192,52 @@ class StateStore:
             if key not in self._dirty_pending:
                 self._dirty_pending[key] = True
             if key not in self._pre_pending:
-                self._pre_pending[key] = op  # not changed after this: no copy needed
+                pre = self._thawed.get(key)
+                self._pre_pending[key] = op if pre is None else pre  # op is not changed after
             del self.pending[key]
+            self._thawed.pop(key, None)
 
     def schedule(self, op: PendingOp, deadline: int) -> None:
+        if not self._deadlines_restored:
+            self._schedule_restored()
         op.deadline = deadline
-        heappush(self._deadlines, (deadline, op.key))
-        if len(self._deadlines) > 2 * len(self.pending) + _SLACK:
-            self._deadlines = [(o.deadline, k) for k, o in self.pending.items()]
-            heapify(self._deadlines)
+        self._deadlines.add(op.key, deadline)
+        self._deadlines.compact(self.pending_count, self._all_deadlines)
 
-    def next_deadline(self) -> int | None:
-        """The earliest deadline of a held operation (stale heap entries are dropped)."""
-        heap = self._deadlines
-        while heap:
-            deadline, key = heap[0]
-            op = self.pending.get(key)
-            if op is not None and op.deadline == deadline:
-                return deadline
-            heappop(heap)
-        return None
+    def _deadline_of(self, key: str) -> int | None:
+        op = self.pending.get(key)
+        if op is not None:
+            return op.deadline
+        value = self.cold.get(key)
+        return None if value is None else pending_deadline(value)
+
+    def _all_deadlines(self) -> Iterator[tuple[str, int]]:
+        for key, op in self.pending.items():
+            yield key, op.deadline
+        for key, value in self.cold.items():
+            yield key, pending_deadline(value)
+
+    def _schedule_restored(self) -> None:
+        """Schedule every held operation (after a restore: once, not per changelog record)."""
+        self._deadlines.reset()
+        for key, t in self._all_deadlines():
+            self._deadlines.add(key, t)
+        self._deadlines_restored = True
+
+    def next_deadline(self, until: int | None = None) -> int | None:
+        """The earliest deadline of a held operation, if it is at most ``until``."""
+        if not self._deadlines_restored:
+            self._schedule_restored()
+        return self._deadlines.peek(until)
 
     def first_due(self) -> PendingOp | None:
-        """The held operation with the earliest deadline, taken off the heap (expiry, eviction).
-        The caller must discard it before asking again."""
-        heap = self._deadlines
-        while heap:
-            deadline, key = heappop(heap)
-            op = self.pending.get(key)
-            if op is not None and op.deadline == deadline:
+        """The held operation with the earliest deadline, taken off the timers (expiry,
+        eviction). The caller must discard it before asking again."""
+        if not self._deadlines_restored:
+            self._schedule_restored()
+        while self._deadlines.peek() is not None:
+            op = self.get(self._deadlines.pop())
+            if op is not None:
                 return op
         return None
 
@@ -147,20 +256,24 @@ class StateStore:
             self._pre_done[key] = done.get(key)  # replaced, never changed in place: no copy
         done[key] = marker
         self._push_expiry(marker.expires, key)
-        while len(done) > max_done and self._expiries:
-            expires, victim = heappop(self._expiries)
-            held = self.done.get(victim)
-            if held is not None and held.expires == expires:
-                self._counters["done_evicted"] += 1
-                self._forget(victim)
+        while len(done) > max_done and self.forget_first():
+            self._counters["done_evicted"] += 1
+
+    def forget_first(self) -> bool:
+        """Forget the marker that expires first; False when there is none."""
+        if self._expiries.peek() is None:
+            return False
+        self._forget(self._expiries.pop())
+        return True
 
     def expire_markers(self, now: int) -> None:
-        heap = self._expiries
-        while heap and heap[0][0] <= now:
-            expires, key = heappop(heap)
-            marker = self.done.get(key)
-            if marker is not None and marker.expires == expires:
-                self._forget(key)
+        expiries = self._expiries
+        while expiries.peek(now) is not None:
+            self._forget(expiries.pop())
+
+    def _expiry_of(self, key: str) -> int | None:
+        marker = self.done.get(key)
+        return None if marker is None else marker.expires
 
     def _forget(self, key: str) -> None:
         if key not in self._dirty_done:
@@ -170,10 +283,9 @@ class StateStore:
         del self.done[key]
 
     def _push_expiry(self, expires: int, key: str) -> None:
-        heappush(self._expiries, (expires, key))
-        if len(self._expiries) > 2 * len(self.done) + _SLACK:
-            self._expiries = [(m.expires, k) for k, m in self.done.items()]
-            heapify(self._expiries)
+        self._expiries.add(key, expires)
+        self._expiries.compact(len(self.done),
+                               lambda: ((k, m.expires) for k, m in self.done.items()))
 
     # -- the reorder buffer and the watermark ----------------------------------------------
 
@@ -186,28 +298,47 @@ class StateStore:
             self._dirty_buffer[bid] = False
         if bid not in self._pre_buffer:
             self._pre_buffer[bid] = None
-        self.buffer[bid] = value
-        heappush(self._order, (t, rank, bid))
+        self._buffer_put(bid, value)
         return True
 
-    def buffer_head(self) -> int | None:
-        """Event time of the next notification to release."""
-        heap = self._order
-        while heap:
-            if heap[0][2] in self.buffer:
-                return heap[0][0]
-            heappop(heap)
-        return None
+    def _buffer_put(self, bid: str, value: bytes) -> None:
+        old = self.buffer.get(bid)
+        if old is not None:
+            self._buffer_bytes -= len(old) + len(bid) + BUFFER_ENTRY_BYTES
+        self.buffer[bid] = value
+        self._buffer_bytes += len(value) + len(bid) + BUFFER_ENTRY_BYTES
+        self._order.add(bid, int(bid[:bid.index("|")]))
+        self._order.compact(len(self.buffer), self._all_buffered)
+
+    def _buffer_pop(self, bid: str) -> bytes | None:
+        value = self.buffer.pop(bid, None)
+        if value is not None:
+            self._buffer_bytes -= len(value) + len(bid) + BUFFER_ENTRY_BYTES
+        return value
+
+    def _buffered_at(self, bid: str) -> int | None:
+        """Release time of a buffered notification. Within one time the id orders by rank
+        (one digit) then digest, the release order."""
+        return int(bid[:bid.index("|")]) if bid in self.buffer else None
+
+    def _all_buffered(self) -> Iterator[tuple[str, int]]:
+        for bid in self.buffer:
+            yield bid, int(bid[:bid.index("|")])
+
+    def buffer_head(self, until: int | None = None) -> int | None:
+        """Event time of the next notification to release, if it is at most ``until``."""
+        return self._order.peek(until)
 
     def buffer_pop(self) -> tuple[int, InstanceEvent]:
         """The next notification in release order; call after :meth:`buffer_head` said one is."""
-        t, _, bid = heappop(self._order)
-        value = self.buffer.pop(bid)
+        bid = self._order.pop()
+        value = self._buffer_pop(bid)
+        assert value is not None
         if bid not in self._dirty_buffer:
             self._dirty_buffer[bid] = True
         if bid not in self._pre_buffer:
             self._pre_buffer[bid] = value
-        return t, decode_notification(value)
+        return int(bid[:bid.index("|")]), decode_notification(value)
 
     def _meta_changing(self) -> None:
         self._dirty_meta = True
@@ -230,10 +361,6 @@ class StateStore:
         """Restart the processing-time advance of the watermark from the next call."""
         self.anchor = None
 
-    def state_bytes(self) -> int:
-        """Estimated bytes held (see :meth:`Correlator.state_bytes`)."""
-        return 1400 * len(self.pending) + 450 * len(self.buffer) + 300 * len(self.done)
-
     # -- commit points -----------------------------------------------------------------------
 
     @property
@@ -255,27 +382,27 @@ class StateStore:
         n = 0
         for key, pre in self._pre_pending.items():
             n += 1
-            if pre is None:
-                self.pending.pop(key, None)
-            else:
-                op = PendingOp.decode(key, pre) if isinstance(pre, bytes) else pre
-                self.pending[key] = op
-                heappush(self._deadlines, (op.deadline, key))
+            self.pending.pop(key, None)
+            self._thawed.pop(key, None)
+            self._cold_pop(key)
+            if isinstance(pre, bytes):
+                self._cold_put(key, pre)
+                self._deadlines.add(key, pending_deadline(pre))
+            elif pre is not None:
+                self.pending[key] = pre
+                self._deadlines.add(key, pre.deadline)
         for key, marker in self._pre_done.items():
             n += 1
             if marker is None:
                 self.done.pop(key, None)
             else:
                 self.done[key] = marker
-                heappush(self._expiries, (marker.expires, key))
+                self._expiries.add(key, marker.expires)
         for bid, value in self._pre_buffer.items():
             n += 1
-            if value is None:
-                self.buffer.pop(bid, None)
-            else:
-                self.buffer[bid] = value
-                t, rank, _ = bid.split("|", 2)
-                heappush(self._order, (int(t), int(rank), bid))
+            self._buffer_pop(bid)
+            if value is not None:
+                self._buffer_put(bid, value)
         if self._pre_meta is not None:
             n += 1
             self.max_time, self.watermark, self.anchor = self._pre_meta
@@ -289,17 +416,28 @@ class StateStore:
     # -- changelog -------------------------------------------------------------------------
 
     def drain(self) -> list[tuple[str, bytes | None]]:
+        """The changelog writes since the last drain; the hot operations go cold again."""
         out: list[tuple[str, bytes | None]] = []
-        holders: tuple[tuple[str, dict[str, bool], dict[str, PendingOp] | dict[str, DoneMarker]],
-                       ...] = ((PENDING_PREFIX, self._dirty_pending, self.pending),
-                               (DONE_PREFIX, self._dirty_done, self.done))
-        for prefix, dirty, held in holders:
-            for key, stored in dirty.items():
-                holder = held.get(key)
-                if holder is not None:
-                    out.append((prefix + key, holder.encode()))
-                elif stored:
-                    out.append((prefix + key, None))
+        pending, thawed, dirty_pending = self.pending, self._thawed, self._dirty_pending
+        for key, stored in dirty_pending.items():
+            op = pending.get(key)
+            if op is not None:
+                out.append((PENDING_PREFIX + key, op.encode()))
+            elif stored and key not in self.cold:
+                out.append((PENDING_PREFIX + key, None))
+        encoded = {ckey[2:]: value for ckey, value in out if value is not None}
+        for key, op in pending.items():
+            value = encoded.get(key) or thawed.get(key)
+            self._cold_put(key, op.encode() if value is None else value)
+        pending.clear()
+        thawed.clear()
+        done = self.done
+        for key, stored in self._dirty_done.items():
+            marker = done.get(key)
+            if marker is not None:
+                out.append((DONE_PREFIX + key, marker.encode()))
+            elif stored:
+                out.append((DONE_PREFIX + key, None))
         buffer = self.buffer
         for bid, stored in self._dirty_buffer.items():
             value = buffer.get(bid)
@@ -319,40 +457,47 @@ class StateStore:
         key = ckey[2:]
         try:
             if ckey.startswith(PENDING_PREFIX):
+                # The hot path of a restore: a million of these must take seconds. The value
+                # is held as read; the deadlines are scheduled once, when next asked for.
+                cold = self.cold
+                old = cold.get(key)
+                if old is not None:
+                    self._cold_bytes -= len(old) + len(key) + COLD_ENTRY_BYTES
                 if value is None:
-                    self.pending.pop(key, None)
+                    if old is not None:
+                        del cold[key]
                     return
-                op = PendingOp.decode(key, value)
-                self.pending[key] = op
-                self.schedule(op, op.deadline)
+                if value[:1] != CURRENT_PENDING:
+                    value = check_pending(key, value)
+                cold[key] = value
+                self._cold_bytes += len(value) + len(key) + COLD_ENTRY_BYTES
+                self._deadlines_restored = False
             elif ckey.startswith(DONE_PREFIX):
                 if value is None:
                     self.done.pop(key, None)
                     return
                 marker = DoneMarker.decode(value)
                 self.done[key] = marker
-                self._push_expiry(marker.expires, key)
+                self._expiries.add(key, marker.expires)
             elif ckey.startswith(BUFFER_PREFIX):
                 if value is None:
-                    self.buffer.pop(key, None)
+                    self._buffer_pop(key)
                     return
-                t, rank, _ = key.split("|", 2)
-                order = (int(t), int(rank), key)
+                int(key[:key.index("|")])
                 decode_notification(value)  # an unreadable entry is skipped here, not at release
-                self.buffer[key] = value
-                heappush(self._order, order)
+                self._buffer_put(key, value)
             elif ckey == WATERMARK_KEY and value is not None:
                 d = orjson.loads(value)
                 self.max_time, self.watermark = int(d["max"]), int(d["w"])
                 self.anchor = None
             else:
                 self._counters["restore_skipped"] += 1
-        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, IndexError):
+        except _DECODE_ERRORS:
             self._counters["restore_skipped"] += 1
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
-        snap: dict[str, dict[str, Any]] = {
-            PENDING_PREFIX + k: op.as_dict() for k, op in self.pending.items()}
+        snap: dict[str, dict[str, Any]] = {PENDING_PREFIX + op.key: op.as_dict()
+                                           for op in self.ops()}
         snap.update({DONE_PREFIX + k: m.as_dict() for k, m in self.done.items()})
         snap.update({BUFFER_PREFIX + k: dict(decode_notification(v))
                      for k, v in self.buffer.items()})
