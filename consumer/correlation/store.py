@@ -60,7 +60,7 @@ HOT_OP_BYTES: Final = 1500
 """Memory of an open operation while a batch holds it as an object, key included."""
 BUFFER_ENTRY_BYTES: Final = 130
 """Memory of a buffered notification beyond its id's and value's lengths."""
-MARKER_BYTES: Final = 400
+MARKER_BYTES: Final = 330
 """Memory of a finished-operation marker, key included."""
 
 Meta = tuple[int, int, int | None]

@@ -2,11 +2,11 @@
 
 A binary heap of ``(time, key)`` tuples costs about 100 bytes per entry (the tuple, the int,
 the slot), as much as a compact open operation itself. Here a key waits in a bucket of
-``width`` ms of event time (a list: 8 bytes per entry, the key string is shared with the
+``width`` ms of event time (a minute: a list, 8 bytes per entry, the key string is shared with the
 state's dict); the time is not stored but asked of the owner (``time_of``), so an entry whose
 owner moved or dropped its time is simply skipped when its bucket comes up. Only the earliest
 bucket is ever ordered, and only once the caller asks what is due up to a time inside it: a
-burst of a million operations due in the same second is sorted when that second comes, not
+burst of a million operations due in the same minute is sorted when that minute comes, not
 when the burst arrives.
 
 Ties break on the key, so the order never depends on insertion order and a restored state
@@ -23,7 +23,7 @@ _SLACK = 1024
 
 
 class Timers:
-    def __init__(self, time_of: Callable[[str], int | None], width: int = 1000) -> None:
+    def __init__(self, time_of: Callable[[str], int | None], width: int = 60_000) -> None:
         self._time_of = time_of
         self._width = width
         self._buckets: dict[int, list[str]] = {}
