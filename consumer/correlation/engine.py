@@ -339,6 +339,15 @@ class Correlator:
         of the current state, as the drains so far wrote it (after a restore or a rollback)."""
         return [(op.key, open_record(op.as_dict(), now)) for op in self._store.ops()]
 
+    def open_counts(self) -> Counter[tuple[str, str, str]]:
+        """Open operations by (vendor, operation, state) as of the last drain: kept by the
+        drains, counted once after a restore or a rollback. Read, do not change."""
+        return self._store.open_series()
+
+    def open_starts(self) -> Counter[int]:
+        """notBefore -> announced operations waiting for it, as of the last drain."""
+        return self._store.open_starts()
+
     def pending_operations(self) -> list[dict[str, Any]]:
         """Open operations in words a user reads (times in :data:`PENDING_TIME_FIELDS`)."""
         return [{

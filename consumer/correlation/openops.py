@@ -7,18 +7,21 @@ records themselves, so the view and the changelog commit together and can never 
 aborted batch aborts both, and the correlator's rollback leaves nothing to drain. The work is
 done at drain time only, once per changed operation key, nothing per event.
 
-:class:`OpenView` keeps what the gauges need of the open operations of one stage (counts by
-vendor, operation and phase; the earliest future ``not_before`` of announced ones), updated from
-the same records.
+:class:`OpenGauges` sums what the gauges need over a stage's correlators (counts by vendor,
+operation and phase; the earliest future ``not_before`` of announced ones).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final
 
 from consumer.correlation.state import PENDING_PREFIX, pending_fields
+
+if TYPE_CHECKING:
+    from consumer.correlation.engine import Correlator
 
 PHASES: Final = {"announced": "announced", "started": "started",
                  "ended": "ended_awaiting_start"}
@@ -52,51 +55,33 @@ def open_changes(changes: Iterable[tuple[str, bytes | None]],
     return out
 
 
-class Seen(NamedTuple):
-    vendor: str
-    operation: str
-    phase: str
-    not_before: int | None
+class OpenGauges:
+    """What the open-operations gauges show for one stage, summed over its correlators.
 
-
-class OpenView:
-    """What is open, per input partition, as far as the gauges need it."""
+    The correlators keep their open operations counted (by vendor, operation and state, and
+    the announced ones by notBefore) as their drains change them, so nothing here grows with
+    the number of open operations: a million announced maintenances cost a few counters.
+    """
 
     def __init__(self) -> None:
-        self._open: dict[int, dict[str, Seen]] = {}
         self.counts: Counter[tuple[str, str, str]] = Counter()
         """(vendor, operation, phase) -> open operations (zeros kept so a gauge can go to 0)."""
+        self._starts: list[int] = []
 
-    def apply(self, partition: int, changes: Iterable[tuple[str, OpenRecord | None]]) -> None:
-        held = self._open.setdefault(partition, {})
-        counts = self.counts
-        for key, record in changes:
-            old = held.pop(key, None)
-            if old is not None:
-                counts[old[:3]] -= 1
-            if record is not None:
-                seen = Seen(record["vendor"], record["operation"], record["phase"],
-                            record["not_before"])
-                held[key] = seen
-                counts[seen[:3]] += 1
-
-    def reset(self, partition: int, records: Iterable[tuple[str, OpenRecord]]) -> None:
-        """Replace a partition's operations (after a restore or a rollback)."""
-        self.drop(partition)
-        self.apply(partition, records)
-
-    def drop(self, partition: int) -> None:
-        for seen in self._open.pop(partition, {}).values():
-            self.counts[seen[:3]] -= 1
+    def update(self, correlators: Iterable[Correlator], now: int) -> None:
+        counts: Counter[tuple[str, str, str]] = Counter(dict.fromkeys(self.counts, 0))
+        starts: set[int] = set()
+        for correlator in correlators:
+            for (vendor, operation, state), n in correlator.open_counts().items():
+                if n:
+                    counts[(vendor, operation, PHASES.get(state, "unknown"))] += n
+            starts.update(nb for nb in correlator.open_starts() if nb > now)
+        self.counts = counts
+        self._starts = sorted(starts)  # replaced whole: the scrape thread reads it
 
     def next_start(self, now: int) -> int | None:
-        """The earliest ``not_before`` after ``now`` among announced operations (a scan: called
-        when metrics are scraped, not per event)."""
-        best: int | None = None
-        for held in list(self._open.values()):
-            for seen in list(held.values()):
-                nb = seen.not_before
-                if seen.phase == "announced" and nb is not None and nb > now and (
-                        best is None or nb < best):
-                    best = nb
-        return best
+        """The earliest notBefore after ``now`` among announced operations (at the last
+        update; safe to call from the thread that serves /metrics)."""
+        starts = self._starts
+        i = bisect_right(starts, now)
+        return starts[i] if i < len(starts) else None

@@ -254,6 +254,8 @@ class PendingOp:
 
 
 _HEAD: Final = struct.Struct("<BqqqBB")
+_STATE: Final = 25  # offsets in the head
+_FLAGS: Final = 26
 _DEADLINE: Final = struct.Struct("<q")
 """The deadline in a format-2 value, at offset 1."""
 _TAIL_LEN: Final = 17
@@ -265,6 +267,26 @@ _IN_KEY: Final = 4
 the lengths of the instance id and the code instead."""
 _STATES: Final = tuple(OpState)
 _STATE_INDEX: Final = {state: i for i, state in enumerate(_STATES)}
+
+
+def pending_series(key: str, value: bytes) -> tuple[str, str, OpState, int | None]:
+    """(vendor, operation, state, notBefore) of an encoded open operation: what the counts of
+    open operations need, read without building the operation (a restored million is counted
+    before the partition is ready)."""
+    if value[:1] != CURRENT_PENDING:
+        op = PendingOp.decode(key, value)
+        return op.vendor, op.operation, op.state, op.not_before
+    tail: list[Any] = orjson.loads(memoryview(value)[_HEAD.size:])
+    vendor, operation = tail[0], tail[3] if len(tail) > 3 else None
+    if value[_FLAGS] & _IN_KEY:
+        v = key.index("|")
+        vendor = key[:v]
+        if operation is None:
+            i = v + 2 + tail[1]
+            operation = OPERATIONS[key[i:i + tail[2]]].operation
+    elif operation is None:
+        operation = OPERATIONS[tail[2]].operation
+    return vendor, operation, _STATES[value[_STATE]], tail[9] if len(tail) > 9 else None
 
 
 def pending_deadline(value: bytes) -> int:

@@ -42,10 +42,12 @@ from consumer.correlation.state import (
     PENDING_PREFIX,
     WATERMARK_KEY,
     DoneMarker,
+    OpState,
     PendingOp,
     check_pending,
     decode_notification,
     pending_deadline,
+    pending_series,
 )
 from consumer.correlation.timers import Timers
 from consumer.model import InstanceEvent
@@ -62,6 +64,10 @@ BUFFER_ENTRY_BYTES: Final = 130
 """Memory of a buffered notification beyond its id's and value's lengths."""
 MARKER_BYTES: Final = 330
 """Memory of a finished-operation marker, key included."""
+
+Series = tuple[str, str, str]
+"""(vendor, operation, state) of an open operation: what the open-operations gauges count."""
+_Info = tuple[Series, int | None]  # and the notBefore of an announced one
 
 Meta = tuple[int, int, int | None]
 """(max event time seen, watermark, processing time when the max last advanced)."""
@@ -85,6 +91,12 @@ class StateStore:
         processing-time advance starts again from the first call)."""
         self._thawed: dict[str, bytes] = {}
         """Cold values of the hot operations (their committed form until the next drain)."""
+        self._thawed_info: dict[str, _Info] = {}
+        self._series: Counter[Series] | None = Counter()
+        self._starts: Counter[int] | None = Counter()
+        """Open operations by series and announced ones by notBefore, as of the last drain,
+        kept by the drains' changes (None after a restore or a rollback: counted when next
+        asked). Counts, not a per-operation index: a million open operations add nothing."""
         self._cold_bytes = 0
         self._buffer_bytes = 0
         self._deadlines = Timers(self._deadline_of)
@@ -144,6 +156,7 @@ class StateStore:
             return None
         self._cold_pop(key)
         self._thawed[key] = value
+        self._thawed_info[key] = _info(op)
         self.pending[key] = op
         return op
 
@@ -408,6 +421,8 @@ class StateStore:
             self.max_time, self.watermark, self.anchor = self._pre_meta
         self._pre_pending, self._pre_done, self._pre_buffer = {}, {}, {}
         self._pre_meta = None
+        self._thawed_info.clear()
+        self._series = self._starts = None
         # What the aborted transaction wrote is gone; memory now matches the committed log.
         self._dirty_pending, self._dirty_done, self._dirty_buffer = {}, {}, {}
         self._dirty_meta = False
@@ -425,12 +440,14 @@ class StateStore:
                 out.append((PENDING_PREFIX + key, op.encode()))
             elif stored and key not in self.cold:
                 out.append((PENDING_PREFIX + key, None))
+        self._count_changes()
         encoded = {ckey[2:]: value for ckey, value in out if value is not None}
         for key, op in pending.items():
             value = encoded.get(key) or thawed.get(key)
             self._cold_put(key, op.encode() if value is None else value)
         pending.clear()
         thawed.clear()
+        self._thawed_info.clear()
         done = self.done
         for key, stored in self._dirty_done.items():
             marker = done.get(key)
@@ -457,6 +474,7 @@ class StateStore:
         key = ckey[2:]
         try:
             if ckey.startswith(PENDING_PREFIX):
+                self._series = self._starts = None
                 # The hot path of a restore: a million of these must take seconds. The value
                 # is held as read; the deadlines are scheduled once, when next asked for.
                 cold = self.cold
@@ -495,6 +513,55 @@ class StateStore:
         except _DECODE_ERRORS:
             self._counters["restore_skipped"] += 1
 
+    # -- what is open, counted ----------------------------------------------------------------
+
+    def _count_changes(self) -> None:
+        """Move the counts by this drain's changes to open operations."""
+        series, starts = self._series, self._starts
+        if series is None or starts is None:
+            return
+        before, pending = self._thawed_info, self.pending
+        for key in self._dirty_pending:
+            old = before.get(key)
+            if old is not None:
+                series[old[0]] -= 1
+                if old[1] is not None:
+                    _take(starts, old[1])
+            op = pending.get(key)
+            if op is not None:
+                new = _info(op)
+                series[new[0]] += 1
+                if new[1] is not None:
+                    starts[new[1]] += 1
+
+    def open_series(self) -> Counter[Series]:
+        """Open operations by (vendor, operation, state), as of the last drain."""
+        if self._series is None:
+            self._recount()
+        assert self._series is not None
+        return self._series
+
+    def open_starts(self) -> Counter[int]:
+        """notBefore -> announced operations waiting for it, as of the last drain."""
+        if self._starts is None:
+            self._recount()
+        assert self._starts is not None
+        return self._starts
+
+    def _recount(self) -> None:
+        series: Counter[Series] = Counter()
+        starts: Counter[int] = Counter()
+        announced = OpState.ANNOUNCED
+        for key, value in (*self.cold.items(), *self._thawed.items()):  # as the last drain left
+            try:
+                vendor, operation, state, nb = pending_series(key, value)
+            except _DECODE_ERRORS:
+                continue
+            series[(vendor, operation, state.value)] += 1
+            if nb is not None and state is announced:
+                starts[nb] += 1
+        self._series, self._starts = series, starts
+
     def snapshot(self) -> dict[str, dict[str, Any]]:
         snap: dict[str, dict[str, Any]] = {PENDING_PREFIX + op.key: op.as_dict()
                                            for op in self.ops()}
@@ -504,3 +571,16 @@ class StateStore:
         if self.max_time != NO_TIME:
             snap[WATERMARK_KEY] = {"max": self.max_time, "w": self.watermark}
         return snap
+
+
+def _info(op: PendingOp) -> _Info:
+    return ((op.vendor, op.operation, op.state.value),
+            op.not_before if op.state is OpState.ANNOUNCED else None)
+
+
+def _take(counter: Counter[int], key: int) -> None:
+    n = counter[key]
+    if n <= 1:
+        del counter[key]
+    else:
+        counter[key] = n - 1

@@ -39,7 +39,7 @@ from confluent_kafka import (
 )
 
 from consumer.config import Settings
-from consumer.correlation.openops import OpenView, open_changes
+from consumer.correlation.openops import OpenGauges, open_changes
 from consumer.correlator import UNKNOWN_OPERATION, Correlator, CorrelatorConfig, Outcome
 from consumer.metrics import Metrics
 from consumer.model import InstanceEvent
@@ -101,7 +101,7 @@ class CorrelateProcessor:
         self._restoring: ChangelogRestore | None = None
         self.open_topic = settings.open_operations_topic if open_encoder is not None else ""
         self.open_encoder = open_encoder
-        self.open_view = OpenView()
+        self.open_gauges = OpenGauges()
         metrics.next_scheduled_start.set_function(self._next_start_seconds)
 
     # -- rebalance -------------------------------------------------------------------------
@@ -116,9 +116,9 @@ class CorrelateProcessor:
         for p in partitions:
             self.correlators.pop(p.partition, None)
             self.metrics.pending.labels(str(p.partition)).set(0)
-            self.open_view.drop(p.partition)
             if self._to_restore.pop(p.partition, None) is not None:
                 self._cancel_restore()
+        self._export_open()
 
     def restore(self, consumer: Consumer) -> bool:
         """Advance the restore of paused partitions by about a quarter second; resume the done."""
@@ -133,8 +133,9 @@ class CorrelateProcessor:
             correlator = session.correlators[p]
             self.correlators[p] = correlator
             self.metrics.pending.labels(str(p)).set(correlator.pending_count)
-            self.open_view.reset(p, correlator.open_operations(self.clock()))
             consumer.resume([self._to_restore.pop(p)])
+        if done:
+            self._export_open()
         if self._to_restore:
             return False
         self._finish_restore(session)
@@ -162,9 +163,7 @@ class CorrelateProcessor:
             if correlator.touched:
                 rolled[p] = correlator.rollback()
                 self._export_state(p, correlator)
-                # what the aborted batch wrote to the open-operations topic is gone with it
-                self.open_view.reset(p, correlator.open_operations(self.clock()))
-        self._export_open()
+        self._export_open()  # what the aborted batch wrote to the open topic is gone with it
         log.info("aborted batch rolled back", partitions=sorted(rolled),
                  keys=sum(rolled.values()))
 
@@ -272,7 +271,6 @@ class CorrelateProcessor:
             opened = open_changes(changes, now) if changes else []
             if opened:
                 opened_any = True
-                self.open_view.apply(p, opened)
                 if encode_open is not None and open_topic:
                     for op_key, record in opened:
                         emit(open_topic, op_key.encode(),
@@ -290,18 +288,19 @@ class CorrelateProcessor:
             self._export_open()
 
     def _export_open(self) -> None:
-        """``vmevents_open_operations`` from the view's counts (a handful of label sets)."""
+        """``vmevents_open_operations`` from the correlators' counts (a handful of label sets)."""
         m = self.metrics
+        self.open_gauges.update(self.correlators.values(), self.clock())
         totals: Counter[tuple[str, ...]] = Counter()
-        for series, n in self.open_view.counts.items():
+        for series, n in self.open_gauges.counts.items():
             totals[m.event_labels(*series)] += n
         for labels, n in totals.items():
             m.open_operations.labels(*labels).set(n)
 
     def _next_start_seconds(self) -> float:
-        """Called when /metrics is scraped (another thread: the view is read from copies)."""
+        """Called when /metrics is scraped (another thread: reads what the loop replaced)."""
         now = self.clock()
-        start = self.open_view.next_start(now)
+        start = self.open_gauges.next_start(now)
         return math.nan if start is None else (start - now) / 1000.0
 
     def _export_state(self, p: int, correlator: Correlator) -> None:

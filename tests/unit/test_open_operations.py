@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer.config import DEFAULT_SCHEMA_DIR, load_settings
-from consumer.correlation.openops import OpenRecord, OpenView, open_changes
+from consumer.correlation.openops import OpenGauges, OpenRecord, open_changes
 from consumer.correlator import Correlator, CorrelatorConfig
 from consumer.metrics import Metrics
 from consumer.model import InstanceEvent
@@ -208,7 +208,7 @@ def test_materialized_committed_drains_equal_the_held_operations(
         batches: list[list[tuple[str, int, int]]], aborts: list[bool]) -> None:
     clock = [BASE]
     corr, reader = correlator(clock, max_pending=5), Reader()
-    view = OpenView()
+    gauges = OpenGauges()
     for n, batch in enumerate(batches):
         corr.commit_point()
         for kind, inst, eid in batch:
@@ -224,12 +224,11 @@ def test_materialized_committed_drains_equal_the_held_operations(
         records = open_changes(corr.drain_changes(), clock[0])
         if aborts[n]:
             corr.rollback()
-            view.reset(0, corr.open_operations(clock[0]))
         else:
             reader.take(records)
-            view.apply(0, records)
+        gauges.update([corr], clock[0])
         assert plain(reader.open) == plain(held(corr))
-        counts = {k: v for k, v in view.counts.items() if v}
+        counts = {k: v for k, v in gauges.counts.items() if v}
         expected: dict[tuple[str, str, str], int] = {}
         for r in reader.open.values():
             labels = (r["vendor"], r["operation"], r["phase"])
@@ -238,23 +237,39 @@ def test_materialized_committed_drains_equal_the_held_operations(
 
 
 def test_view_counts_and_next_scheduled_start() -> None:
-    view = OpenView()
-    corr, reader = correlator([BASE]), Reader()
+    view = OpenGauges()
+    corr = correlator([BASE])
+    changelog: dict[str, bytes | None] = {}
+
+    def drained() -> None:
+        changelog.update(corr.drain_changes())
+
     corr.process(scheduled("i-1", "e1", BASE, BASE + 2 * MIN))
     corr.process(scheduled("i-2", "e2", BASE, BASE + 5 * MIN))
     corr.process(scheduled("i-3", "e3", BASE, BASE - MIN))  # overdue: not a future start
     corr.process(executing("i-4", "e4", BASE))
-    view.apply(0, drain(corr, reader))
+    view.update([corr], BASE)
+    assert view.counts == {}  # as of the last drain: nothing drained yet
+    drained()
+    view.update([corr], BASE)
     assert view.counts[("aliyun", "maintenance.reboot", "announced")] == 3
     assert view.counts[("aliyun", "maintenance.reboot", "started")] == 1
     assert view.next_start(BASE) == BASE + 2 * MIN
     assert view.next_start(BASE + 3 * MIN) == BASE + 5 * MIN
     assert view.next_start(BASE + 5 * MIN) is None
     corr.process(executing("i-1", "e1", BASE + 2 * MIN))
-    view.apply(0, drain(corr, reader))
+    drained()
+    view.update([corr], BASE)
     assert view.counts[("aliyun", "maintenance.reboot", "announced")] == 2
     assert view.next_start(BASE) == BASE + 5 * MIN
-    view.drop(0)
+    restored = correlator([BASE])  # counted once from the restored state
+    for key, value in changelog.items():
+        restored.restore(key, value)
+    view.update([restored], BASE)
+    assert view.counts[("aliyun", "maintenance.reboot", "announced")] == 2
+    assert view.counts[("aliyun", "maintenance.reboot", "started")] == 2
+    assert view.next_start(BASE) == BASE + 5 * MIN
+    view.update([], BASE)  # its partition revoked
     assert set(view.counts.values()) == {0}
     assert view.next_start(BASE) is None
 
