@@ -211,8 +211,8 @@ def _memory_limit(env: Mapping[str, str], cgroup_root: Path) -> MemoryLimit | No
 
 
 def _state_budget(env: Mapping[str, str], fraction: float, cgroup_root: Path) -> StateBudget:
-    """``VMEVENTS_CORRELATE_MAX_STATE_BYTES``: a byte size, ``auto`` (``fraction`` of the
-    memory limit; no byte cap without one) or ``0``/``off``."""
+    """``VMEVENTS_CORRELATE_MAX_STATE_BYTES``: a byte size below the memory limit, ``auto``
+    (``fraction`` of the memory limit; no byte cap without one) or ``0``/``off``."""
     name = "VMEVENTS_CORRELATE_MAX_STATE_BYTES"
     raw = env.get(name, "").strip()
     minimum = f"the minimum of 256Ki ({MIN_STATE_BUDGET_BYTES} bytes)"
@@ -238,6 +238,11 @@ def _state_budget(env: Mapping[str, str], fraction: float, cgroup_root: Path) ->
     if value < MIN_STATE_BUDGET_BYTES:
         hint = f": did you mean {raw}Mi?" if raw.isdigit() else ""
         raise ConfigError(f"{name}={raw!r} is below {minimum}{hint}")
+    limit = _memory_limit(env, cgroup_root)
+    if limit is not None and value >= limit.bytes:
+        raise ConfigError(f"{name}={raw!r} is not below the memory limit {limit.bytes} "
+                          f"({limit.source}): the process would be killed before the budget "
+                          "evicts; use auto or a smaller size")
     return StateBudget(value, name)
 
 

@@ -145,8 +145,9 @@ def test_off(value: str, tmp_path: Path) -> None:
     (str(MIN_STATE_BUDGET_BYTES), MIN_STATE_BUDGET_BYTES),
 ])
 def test_explicit_budget_ignores_the_limit(value: str, expected: int, tmp_path: Path) -> None:
-    b = budget({BUDGET: value, LIMIT: "64Mi"}, cgroup(tmp_path, v2="1"))
+    b = budget({BUDGET: value, LIMIT: "4Gi"}, cgroup(tmp_path, v2="1"))
     assert b == StateBudget(expected, BUDGET)
+    assert budget({BUDGET: value}, tmp_path / "no cgroup") == StateBudget(expected, BUDGET)
 
 
 @pytest.mark.parametrize(("env", "needle"), [
@@ -157,6 +158,8 @@ def test_explicit_budget_ignores_the_limit(value: str, expected: int, tmp_path: 
     ({BUDGET: "100Ki"}, f"{BUDGET}='100Ki' is below the minimum of 256Ki"),
     ({LIMIT: "300000"}, f"{BUDGET}=auto: 0.5 of the memory limit 300000 "
                         f"({LIMIT}) is 150000 bytes, below the minimum"),
+    ({BUDGET: "1Gi", LIMIT: "1Gi"}, f"{BUDGET}='1Gi' is not below the memory limit 1073741824 "
+                                    f"({LIMIT}): the process would be killed before the budget"),
     ({LIMIT: "a gigabyte"}, f"{LIMIT}='a gigabyte' is not a memory size"),
     ({LIMIT: "0"}, f"{LIMIT}='0' is not a memory size"),
     ({FRACTION: "1"}, f"{FRACTION}='1' must be a number between 0 and 1 (exclusive)"),
