@@ -15,9 +15,9 @@ Rebalance protocol:
    soon as its state is complete. Readiness is false meanwhile and the restore time is a metric.
 3. Revoke / lost: drop those correlators and any restore in progress for them. Nothing to
    commit: the loop never has a transaction open while the consumer serves rebalance callbacks.
-4. Budget: after every change of the partitions held (assigned, restored, revoked), each
-   correlator, restoring ones included, gets an even share of the process's state budget
-   (:func:`partition_budget`), so a restore larger than the budget evicts instead of growing.
+4. Budget: whenever the partitions held change (assign, revoke), each correlator gets an even
+   share of the process's state budget (:func:`partition_budget`); restoring ones get theirs
+   before their first record, so a restore larger than the budget evicts instead of growing.
 5. Abort: each correlator rolls back the keys the aborted batch changed to their values at the
    last commit point (:meth:`~consumer.correlator.Correlator.rollback`); nothing is re-read. A
    commit point is taken when the next batch starts: reaching it means the previous
@@ -161,8 +161,6 @@ class CorrelateProcessor:
             self.metrics.pending.labels(str(p)).set(correlator.pending_count)
             self.open_view.reset(p, correlator.open_operations(self.clock()))
             consumer.resume([self._to_restore.pop(p)])
-        if done:
-            self._share_budget()
         if self._to_restore:
             return False
         self._finish_restore(session)
@@ -173,8 +171,8 @@ class CorrelateProcessor:
         """Give every correlator held, live or restoring, its share of the process budget."""
         held = set(self.correlators) | set(self._to_restore)
         share = partition_budget(self.state_budget, len(held))
-        restoring = self._restoring.correlators.values() if self._restoring is not None else ()
-        for correlator in (*self.correlators.values(), *restoring):
+        restoring = self._restoring.correlators if self._restoring is not None else {}
+        for correlator in {**restoring, **self.correlators}.values():  # a restored one is in both
             correlator.set_state_budget(share)
 
     def _cancel_restore(self) -> None:
