@@ -11,7 +11,9 @@ masked (:mod:`consumer.redact`).
 from __future__ import annotations
 
 import datetime
+import math
 import os
+import re
 import socket
 import zoneinfo
 from collections.abc import Callable, Mapping
@@ -22,6 +24,7 @@ from urllib.parse import unquote
 
 from consumer.errors import ConfigError
 from consumer.redact import SECRET_NAME, redact, url_without_credentials
+from consumer.runtime.memory import CGROUP_ROOT, UNLIMITED_FROM, MemoryLimit, cgroup_memory_limit
 
 T = TypeVar("T")
 
@@ -34,6 +37,23 @@ _RESERVED_KAFKA = frozenset({
     "bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store",
     "isolation.level", "transactional.id", "enable.idempotence",
 })
+
+MIN_STATE_BUDGET_BYTES = 256 * 1024
+"""Smallest correlator state budget accepted: below it a budget holds a few hundred operations,
+so it is a unit typo (``512`` meant as ``512Mi``), not a sizing decision."""
+
+
+@dataclass(frozen=True)
+class StateBudget:
+    """The byte budget of the correlator state of the whole process, and how it was decided.
+
+    The correlate stage splits it between its partitions; over its share a partition evicts the
+    operations due first as ``timed_out`` (``vmevents.evicted``) instead of growing."""
+
+    max_bytes: int | None = None
+    """None: no byte cap, only ``VMEVENTS_CORRELATE_MAX_PENDING``."""
+    source: str = "off"
+    """Where the number came from, for the start log."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,8 @@ class Settings:
     log_level: str = "info"
     correlate_timeouts: str = ""
     correlate_max_pending: int = 100_000
+    correlate_state_budget: StateBudget = StateBudget()
+    correlate_state_memory_fraction: float = 0.5
     correlate_allowed_lateness_ms: int = 600_000
     correlate_late_end_horizon_ms: int = 7 * 86_400_000
     create_topics: bool = True
@@ -136,6 +158,92 @@ def _duration(env: Mapping[str, str], name: str, default: int) -> int:
         return parse_duration(raw)
     except ConfigError:
         raise ConfigError(f"{name}={raw!r} is not a duration (e.g. 10m, 90s, 7d)") from None
+
+
+_BYTE_UNITS = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+               "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
+               "Ei": 2**60}
+_BYTE_SIZE = re.compile(r"(\d+(?:\.\d+)?)([kKMGTPE]i?)?")
+
+
+def parse_bytes(text: str) -> int:
+    """A byte size as Kubernetes writes memory: ``1073741824``, ``512Mi``, ``2G``, ``1.5Gi``.
+
+    Decimal suffixes (k/K, M, G, T, P, E) are powers of 1000, ``Ki``...``Ei`` powers of 1024.
+    Kubernetes' ``m`` is milli, never mega: ``512m`` is refused rather than guessed.
+    """
+    match = _BYTE_SIZE.fullmatch(text.strip())
+    if match is None or (match[2] or "") not in _BYTE_UNITS:
+        raise ConfigError(f"{text!r} is not a byte size")
+    number, unit = match[1], match[2] or ""
+    if "." in number:
+        return int(float(number) * _BYTE_UNITS[unit])
+    return int(number) * _BYTE_UNITS[unit]
+
+
+def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:  # NaN fails too
+        raise ConfigError(f"{name}={raw!r} must be a number between 0 and 1 (exclusive)")
+    return value
+
+
+def _memory_limit(env: Mapping[str, str], cgroup_root: Path) -> MemoryLimit | None:
+    """``VMEVENTS_MEMORY_LIMIT_BYTES`` (the chart sets it from the container's
+    ``limits.memory``), else the cgroup's limit; None when neither limits memory."""
+    name = "VMEVENTS_MEMORY_LIMIT_BYTES"
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return cgroup_memory_limit(cgroup_root)
+    try:
+        value = parse_bytes(raw)
+    except ConfigError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} is not a memory size in bytes (e.g. 1073741824, 1Gi)")
+    return None if value >= UNLIMITED_FROM else MemoryLimit(value, name)
+
+
+def _state_budget(env: Mapping[str, str], fraction: float, cgroup_root: Path) -> StateBudget:
+    """``VMEVENTS_CORRELATE_MAX_STATE_BYTES``: a byte size below the memory limit, ``auto``
+    (``fraction`` of the memory limit; no byte cap without one) or ``0``/``off``."""
+    name = "VMEVENTS_CORRELATE_MAX_STATE_BYTES"
+    raw = env.get(name, "").strip()
+    minimum = f"the minimum of 256Ki ({MIN_STATE_BUDGET_BYTES} bytes)"
+    if raw.lower() in ("0", "off"):
+        return StateBudget(None, f"{name}={raw}")
+    if raw.lower() in ("", "auto"):
+        limit = _memory_limit(env, cgroup_root)
+        if limit is None:
+            return StateBudget(None, "auto, and no memory limit (VMEVENTS_MEMORY_LIMIT_BYTES "
+                                     "unset, cgroup unlimited)")
+        budget = int(limit.bytes * fraction)
+        if budget < MIN_STATE_BUDGET_BYTES:
+            raise ConfigError(
+                f"{name}=auto: {fraction:g} of the memory limit {limit.bytes} ({limit.source}) "
+                f"is {budget} bytes, below {minimum}: raise the limit or set {name}")
+        return StateBudget(budget, f"auto, {fraction:g} of the memory limit {limit.bytes} "
+                                   f"({limit.source})")
+    try:
+        value = parse_bytes(raw)
+    except ConfigError:
+        raise ConfigError(f"{name}={raw!r} is not a byte size "
+                          "(e.g. 512Mi, 2G, 1073741824, auto, off)") from None
+    if value < MIN_STATE_BUDGET_BYTES:
+        hint = f": did you mean {raw}Mi?" if raw.isdigit() else ""
+        raise ConfigError(f"{name}={raw!r} is below {minimum}{hint}")
+    limit = _memory_limit(env, cgroup_root)
+    if limit is not None and value >= limit.bytes:
+        raise ConfigError(f"{name}={raw!r} is not below the memory limit {limit.bytes} "
+                          f"({limit.source}): the process would be killed before the budget "
+                          "evicts; use auto or a smaller size")
+    return StateBudget(value, name)
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -261,11 +369,16 @@ def _schema_dir(env: Mapping[str, str]) -> Path:
     return schema_dir
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate settings; raises one ConfigError naming every bad variable."""
+def load_settings(env: Mapping[str, str] | None = None, *,
+                  cgroup_root: Path = CGROUP_ROOT) -> Settings:
+    """Read and validate settings; raises one ConfigError naming every bad variable.
+
+    ``cgroup_root`` is where the container's memory limit is read when the state budget is
+    ``auto`` and ``VMEVENTS_MEMORY_LIMIT_BYTES`` is unset."""
     env = os.environ if env is None else env
     p = _Problems()
     c = p.check
+    fraction = c(lambda: _fraction(env, "VMEVENTS_CORRELATE_STATE_MEMORY_FRACTION", 0.5), 0.5)
     no_registry: tuple[str | None, str | None] = (None, None)
     registry, registry_auth = c(lambda: _registry(env), no_registry)
     guarantee = c(lambda: _choice(env, "VMEVENTS_PROCESSING_GUARANTEE", "exactly_once",
@@ -317,6 +430,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         correlate_timeouts=env.get("VMEVENTS_CORRELATE_TIMEOUTS", ""),
         correlate_max_pending=c(lambda: _int(env, "VMEVENTS_CORRELATE_MAX_PENDING", 100_000,
                                              minimum=1), 1),
+        correlate_state_budget=c(lambda: _state_budget(env, fraction, cgroup_root), StateBudget()),
+        correlate_state_memory_fraction=fraction,
         correlate_allowed_lateness_ms=c(lambda: _duration(
             env, "VMEVENTS_CORRELATE_ALLOWED_LATENESS", 600_000), 600_000),
         correlate_late_end_horizon_ms=c(lambda: _duration(

@@ -119,6 +119,17 @@ class Metrics:
         self.pending = Gauge(
             "vmevents_pending_operations", "Operations started and not finished, per partition.",
             ["partition"], registry=r)
+        self.state_bytes = Gauge(
+            "vmevents_correlate_state_bytes",
+            "Estimated memory held by the correlator state of one partition (open operations, "
+            "buffered notifications, finished-operation markers), restoring partitions included.",
+            ["partition"], registry=r)
+        self.state_budget = Gauge(
+            "vmevents_correlate_state_budget_bytes",
+            "Byte budget of the correlator state of the whole process "
+            "(VMEVENTS_CORRELATE_MAX_STATE_BYTES), split evenly between its assigned partitions; "
+            "over its share a partition evicts the operations due first as timed_out. "
+            "0: no byte cap.", registry=r)
         self.buffered = Gauge(
             "vmevents_reorder_buffered_notifications",
             "Notifications waiting in the reorder buffer for the event-time watermark.",

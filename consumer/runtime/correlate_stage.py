@@ -15,7 +15,10 @@ Rebalance protocol:
    soon as its state is complete. Readiness is false meanwhile and the restore time is a metric.
 3. Revoke / lost: drop those correlators and any restore in progress for them. Nothing to
    commit: the loop never has a transaction open while the consumer serves rebalance callbacks.
-4. Abort: each correlator rolls back the keys the aborted batch changed to their values at the
+4. Budget: whenever the partitions held change (assign, revoke), each correlator gets an even
+   share of the process's state budget (:func:`partition_budget`); restoring ones get theirs
+   before their first record, so a restore larger than the budget evicts instead of growing.
+5. Abort: each correlator rolls back the keys the aborted batch changed to their values at the
    last commit point (:meth:`~consumer.correlator.Correlator.rollback`); nothing is re-read. A
    commit point is taken when the next batch starts: reaching it means the previous
    transaction committed (an abort calls ``on_abort`` first).
@@ -67,6 +70,18 @@ def outcome_topic(settings: Settings, outcome: Outcome) -> str:
     return f"{settings.outcome_topic_prefix}{operation}.{outcome['outcome']}"
 
 
+def partition_budget(total: int | None, partitions: int) -> int | None:
+    """One partition's share of the process's state budget (None: no byte cap).
+
+    An even split over the partitions the process holds, restoring ones included: the shares
+    never add up to more than the total, whichever partitions fill up. Keys are spread by hash,
+    so partitions fill alike; a skewed one evicts before the process is full.
+    """
+    if total is None or partitions <= 0:
+        return total
+    return total // partitions
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -103,6 +118,11 @@ class CorrelateProcessor:
         self.open_encoder = open_encoder
         self.open_gauges = OpenGauges()
         metrics.next_scheduled_start.set_function(self._next_start_seconds)
+        budget = settings.correlate_state_budget
+        self.state_budget = budget.max_bytes
+        metrics.state_budget.set(budget.max_bytes or 0)
+        log.info("correlator state budget", budget_bytes=budget.max_bytes, source=budget.source,
+                 max_pending_per_partition=settings.correlate_max_pending)
 
     # -- rebalance -------------------------------------------------------------------------
 
@@ -111,13 +131,16 @@ class CorrelateProcessor:
         for tp in partitions:
             self._to_restore[tp.partition] = TopicPartition(tp.topic, tp.partition)
         self._cancel_restore()  # restarted by restore() over all partitions still to do
+        self._share_budget()
 
     def on_revoke(self, partitions: Sequence[TopicPartition]) -> None:
         for p in partitions:
             self.correlators.pop(p.partition, None)
             self.metrics.pending.labels(str(p.partition)).set(0)
+            self.metrics.state_bytes.labels(str(p.partition)).set(0)
             if self._to_restore.pop(p.partition, None) is not None:
                 self._cancel_restore()
+        self._share_budget()
         self._export_open()
 
     def restore(self, consumer: Consumer) -> bool:
@@ -127,8 +150,11 @@ class CorrelateProcessor:
         if self._restoring is None:
             self._restoring = ChangelogRestore(self.settings, sorted(self._to_restore),
                                                self.config, self.clock)
+            self._share_budget()  # before the first record: a restore over budget evicts
         session = self._restoring
         done = session.step(RESTORE_SLICE_SECONDS)
+        for p in (session.correlators.keys() - session.finished) | done:  # the rest are live
+            self.metrics.state_bytes.labels(str(p)).set(session.correlators[p].state_bytes)
         for p in done:
             correlator = session.correlators[p]
             self.correlators[p] = correlator
@@ -141,6 +167,14 @@ class CorrelateProcessor:
         self._finish_restore(session)
         self._restoring = None
         return True
+
+    def _share_budget(self) -> None:
+        """Give every correlator held, live or restoring, its share of the process budget."""
+        held = set(self.correlators) | set(self._to_restore)
+        share = partition_budget(self.state_budget, len(held))
+        restoring = self._restoring.correlators if self._restoring is not None else {}
+        for correlator in {**restoring, **self.correlators}.values():  # a restored one is in both
+            correlator.set_state_budget(share)
 
     def _cancel_restore(self) -> None:
         if self._restoring is not None:
@@ -304,9 +338,10 @@ class CorrelateProcessor:
         return math.nan if start is None else (start - now) / 1000.0
 
     def _export_state(self, p: int, correlator: Correlator) -> None:
-        """Gauges of one partition's correlator: open operations, buffer, watermark."""
+        """Gauges of one partition's correlator: open operations, state bytes, buffer, watermark."""
         label = str(p)
         self.metrics.pending.labels(label).set(correlator.pending_count)
+        self.metrics.state_bytes.labels(label).set(correlator.state_bytes)
         self.metrics.buffered.labels(label).set(correlator.buffered_count)
         watermark = correlator.watermark
         if watermark is not None:

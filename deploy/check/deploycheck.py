@@ -389,6 +389,7 @@ def chart_invariants(docs: Sequence[Mapping[str, Any]]) -> list[str]:
         name = _name(dep)
         problems.extend(_security_problems(dep))
         pod, containers = _containers(dep)
+        problems.extend(f"{name}: {p}" for p in _resource_refs(containers))
         labels = dep["spec"]["template"]["metadata"].get("labels", {})
         env = _container_env(containers[0], configmaps)
         tx_ms = int(env.get("VMEVENTS_TRANSACTION_TIMEOUT_MS", "60000"))
@@ -451,6 +452,40 @@ def chart_invariants(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     return problems
 
 
+def _resource_value(container: Mapping[str, Any], ref: Mapping[str, Any]) -> str:
+    """What the Downward API puts in an env var from ``resourceFieldRef`` (memory resources;
+    the check below makes sure they point at this container with divisor 1)."""
+    from consumer.config import parse_bytes
+
+    kind, _, resource = str(ref.get("resource", "")).partition(".")
+    value = ((container.get("resources") or {}).get(kind) or {}).get(resource)
+    return str(parse_bytes(str(value))) if value is not None else "node-allocatable"
+
+
+def _resource_refs(containers: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every ``resourceFieldRef`` names a container of the pod, with a limit it can read, divisor
+    1 (bytes): else Kubernetes rejects the pod, or the app reads the node's memory as the limit."""
+    problems = []
+    names = {c.get("name") for c in containers}
+    for c in containers:
+        for item in c.get("env", []):
+            ref = (item.get("valueFrom") or {}).get("resourceFieldRef")
+            if ref is None:
+                continue
+            where = f"env {item['name']} of container {c.get('name')}"
+            if ref.get("containerName") not in names:
+                problems.append(f"{where}: containerName {ref.get('containerName')!r} is not a "
+                                f"container of the pod ({', '.join(sorted(map(str, names)))})")
+            if str(ref.get("divisor", "1")) != "1":
+                problems.append(f"{where}: divisor {ref.get('divisor')!r}, the app reads bytes")
+            target = next((t for t in containers if t.get("name") == ref.get("containerName")), c)
+            kind, _, resource = str(ref.get("resource", "")).partition(".")
+            if ((target.get("resources") or {}).get(kind) or {}).get(resource) is None:
+                problems.append(f"{where}: {ref.get('resource')} is not set, so the Downward API "
+                                "would give the node's allocatable memory")
+    return problems
+
+
 def _container_env(container: Mapping[str, Any],
                    configmaps: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
     """The environment a container would see: envFrom ConfigMaps, env (secrets -> placeholders)."""
@@ -465,6 +500,8 @@ def _container_env(container: Mapping[str, Any],
                                        str(item["value"]))
         elif "fieldRef" in item.get("valueFrom", {}):
             env[item["name"]] = "vmevents-normalize-5d8f7c9b4-x2x7q"
+        elif "resourceFieldRef" in item.get("valueFrom", {}):
+            env[item["name"]] = _resource_value(container, item["valueFrom"]["resourceFieldRef"])
         else:  # shaped to pass any secret's check (the registry's is user:password)
             env[item["name"]] = "from-a:secret"
     return env

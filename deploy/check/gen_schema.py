@@ -165,6 +165,11 @@ def schema() -> dict[str, Any]:
                 # operation=duration[,...]; the deploy check also parses it with the app's parser.
                 "correlateTimeouts": {"type": "string", "pattern": r"^([^=,]+=[^=,]+)?(,[^=,]+=[^=,]+)*$"},
                 "correlateMaxPending": integer(1),
+                # auto, off/0 or a byte size; the deploy check also parses it with the app's parser.
+                "correlateMaxStateBytes": {"type": ["string", "integer"],
+                                           "pattern": r"^(auto|off|0|[0-9]+(\.[0-9]+)?([kKMGTPE]i?)?)$"},
+                "correlateStateMemoryFraction": {"type": "number", "exclusiveMinimum": 0,
+                                                 "exclusiveMaximum": 1},
                 "createTopics": {"type": "boolean"},
                 "normalizeGroup": {"type": "string", "minLength": 1},
                 "correlateGroup": {"type": "string", "minLength": 1},
@@ -244,6 +249,7 @@ def schema() -> dict[str, Any]:
                     "abortsPer15m": {"type": "number", "minimum": 0},
                     "rebalancesPer15m": {"type": "number", "minimum": 0},
                     "pendingFraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                    "stateBudgetFraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                     "notReadyFor": DURATION,
                 }),
             }),

@@ -243,6 +243,14 @@ def build() -> dict[str, Any]:
                      "(alert VmeventsPendingNearCap).", "short",
                      (f"sum by (partition) (vmevents_pending_operations{{{NS}}})",
                       "partition {{partition}}")), 8, 8)
+    g.add(timeseries("State bytes vs budget by pod", "Estimated memory of each correlate pod's "
+                     "state and its budget (VMEVENTS_CORRELATE_MAX_STATE_BYTES; no line: no byte "
+                     "cap). Each partition holds an even share; past it the operations due first "
+                     "are evicted (alerts VmeventsStateNearBudget, VmeventsOperationsEvicted).",
+                     "bytes",
+                     (f"sum by (pod) (vmevents_correlate_state_bytes{{{NS}}})", "{{pod}} state"),
+                     (f"max by (pod) (vmevents_correlate_state_budget_bytes{{{NS}}} > 0)",
+                      "{{pod}} budget")), 8, 8)
     g.add(timeseries("State restore time (p50/p99 over $window)", "Time to restore one "
                      "partition's pending operations from the changelog after an assignment "
                      "(alert VmeventsRestoreSlow).", "s",
@@ -259,7 +267,7 @@ def build() -> dict[str, Any]:
                      "stragglers, ends before starts, superseded starts, orphan ends, clock skew, "
                      "evictions at the pending cap, ... per second, by kind.", "ops",
                      (f"sum by (kind) (rate(vmevents_correlator_anomalies_total{{{NS}}}[{RI}]))",
-                      "{{kind}}"), stack=True), 24, 8)
+                      "{{kind}}"), stack=True), 16, 8)
 
     g.row("Maintenance in the next 24 h")
     g.add(stat("Next scheduled start", "Time until the earliest planned start (not_before) of an "

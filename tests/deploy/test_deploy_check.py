@@ -190,6 +190,37 @@ def test_rendered_settings_are_loaded_by_the_app(production: dc.Rendered) -> Non
 
 
 @needs_helm
+def test_correlate_pods_read_their_memory_limit_for_the_state_budget(
+        production: dc.Rendered) -> None:
+    """The Downward API passes the correlate container's own limit in bytes; the check refuses
+    a reference to another container, another unit, or a budget the app would refuse."""
+    docs = copy.deepcopy(production.docs)
+    container = _one(docs, "Deployment", "correlate")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["VMEVENTS_MEMORY_LIMIT_BYTES"]["valueFrom"]["resourceFieldRef"] == {
+        "containerName": container["name"], "resource": "limits.memory", "divisor": "1"}
+    normalize = _one(docs, "Deployment", "normalize")["spec"]["template"]["spec"]["containers"][0]
+    assert "VMEVENTS_MEMORY_LIMIT_BYTES" not in {e["name"] for e in normalize["env"]}
+    cm = next(d for d in docs if d["metadata"]["name"] == "vmevents-config")
+    assert cm["data"]["VMEVENTS_CORRELATE_MAX_STATE_BYTES"] == "auto"
+
+    ref = env["VMEVENTS_MEMORY_LIMIT_BYTES"]["valueFrom"]["resourceFieldRef"]
+    ref["containerName"], ref["divisor"] = "sidecar", "1Mi"
+    text = "\n".join(dc.chart_invariants(docs))
+    assert "containerName 'sidecar' is not a container of the pod" in text
+    assert "divisor '1Mi', the app reads bytes" in text
+
+    ref["containerName"], ref["divisor"] = container["name"], "1"
+    container["resources"]["limits"]["memory"] = "400Ki"  # half of it is below the minimum
+    text = "\n".join(dc.app_contract(docs))
+    assert "VMEVENTS_CORRELATE_MAX_STATE_BYTES=auto: 0.5 of the memory limit 409600" in text
+    container["resources"]["limits"]["memory"] = "2Gi"
+    cm["data"]["VMEVENTS_CORRELATE_MAX_STATE_BYTES"] = "512"
+    text = "\n".join(dc.app_contract(docs))
+    assert "VMEVENTS_CORRELATE_MAX_STATE_BYTES='512' is below the minimum" in text
+
+
+@needs_helm
 def test_secrets_never_land_in_the_configmap() -> None:
     r = dc.render([dc.VARIANTS_DIR / "inline-secrets-hpa.yaml"])
     assert r.ok, r.message

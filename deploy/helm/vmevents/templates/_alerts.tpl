@@ -65,6 +65,31 @@ groups:
           {{- if $runbook }}
           runbook_url: {{ printf "%s#vmeventspendingnearcap" $runbook | quote }}
           {{- end }}
+      - alert: VmeventsStateNearBudget
+        expr: |-
+          sum by (namespace, pod) (vmevents_correlate_state_bytes{ {{- $sel -}} })
+          > {{ $t.stateBudgetFraction }} * max by (namespace, pod) (vmevents_correlate_state_budget_bytes{ {{- $sel -}} } > 0)
+        for: 10m
+        labels:
+          severity: warning
+          {{- with $extra }}{{ toYaml . | nindent 10 }}{{ end }}
+        annotations:
+          summary: {{`'{{ $labels.pod }} holds {{ $value | humanize1024 }}B of correlator state, near its budget'`}}
+          description: {{`'The pending state of correlate pod {{ $labels.pod }} (namespace {{ $labels.namespace }}) is above `}}{{ $t.stateBudgetFraction }}{{` of its budget (VMEVENTS_CORRELATE_MAX_STATE_BYTES; auto: a fraction of the memory limit). Each partition holds an even share of it; past its share a partition evicts the operations due first as timed_out with vmevents.evicted. A flood of starts without ends (a region-wide maintenance notice) does this: add correlate replicas (up to the partitions) or raise resources.limits.memory.'`}}
+          {{- if $runbook }}
+          runbook_url: {{ printf "%s#vmeventsstatenearbudget" $runbook | quote }}
+          {{- end }}
+      - alert: VmeventsOperationsEvicted
+        expr: sum by (namespace) (increase(vmevents_correlator_anomalies_total{ {{- $sel -}} ,kind="evicted"}[1h])) > 0
+        labels:
+          severity: warning
+          {{- with $extra }}{{ toYaml . | nindent 10 }}{{ end }}
+        annotations:
+          summary: {{`'{{ $value | humanize }} operations evicted from the correlator state in the last hour'`}}
+          description: {{`'Operations were reported timed_out before their deadline, with the attribute vmevents.evicted (namespace {{ $labels.namespace }}): a partition reached VMEVENTS_CORRELATE_MAX_PENDING or its share of the state budget (VMEVENTS_CORRELATE_MAX_STATE_BYTES). Nothing is dropped (each is on the timed_out topic with the flag), but its alert came before its deadline: add correlate replicas or memory.'`}}
+          {{- if $runbook }}
+          runbook_url: {{ printf "%s#vmeventsoperationsevicted" $runbook | quote }}
+          {{- end }}
       - alert: VmeventsLateCompletions
         expr: sum by (namespace, vendor, operation) (increase(vmevents_outcomes_total{ {{- $sel -}}, after_timeout="true"}[6h])) > 0
         labels:

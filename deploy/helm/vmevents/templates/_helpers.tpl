@@ -115,6 +115,8 @@ VMEVENTS_LOG_FORMAT: {{ .Values.config.logFormat | quote }}
 VMEVENTS_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 VMEVENTS_CORRELATE_TIMEOUTS: {{ .Values.config.correlateTimeouts | quote }}
 VMEVENTS_CORRELATE_MAX_PENDING: {{ .Values.config.correlateMaxPending | int64 | quote }}
+VMEVENTS_CORRELATE_MAX_STATE_BYTES: {{ .Values.config.correlateMaxStateBytes | toString | quote }}
+VMEVENTS_CORRELATE_STATE_MEMORY_FRACTION: {{ .Values.config.correlateStateMemoryFraction | toString | quote }}
 VMEVENTS_CREATE_TOPICS: {{ .Values.config.createTopics | toString | quote }}
 VMEVENTS_TOPIC_PARTITIONS: {{ .Values.topics.normalized.partitions | int64 | quote }}
 VMEVENTS_TOPIC_REPLICATION_FACTOR: {{ .Values.topics.replicationFactor | int64 | quote }}
