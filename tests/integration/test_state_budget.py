@@ -1,6 +1,6 @@
 """The correlate stage under a state budget far below the state it is offered, on real Kafka.
 
-6,000 maintenance reboots start and never finish (Alibaba notifications with an event id, so
+12,000 maintenance reboots start and never finish (Alibaba notifications with an event id, so
 each is applied on arrival). The first half goes to a stage without a byte cap, which builds the
 state and stops; the second half goes to a stage restarted with the smallest budget accepted
 (256Ki, a few hundred operations), which first restores the whole first half from the changelog.
@@ -39,7 +39,7 @@ from tests.integration.test_open_operations_topic import event, materialize
 
 pytestmark = [pytest.mark.kafka, pytest.mark.apache_kafka]
 
-OPS = 6000
+OPS = 12_000
 BUDGET = 256 * 1024  # "256Ki": the smallest budget the stage accepts
 LATENESS_S = 2
 
