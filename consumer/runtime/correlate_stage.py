@@ -190,6 +190,12 @@ class CorrelateProcessor:
                  seconds=round(elapsed, 3),
                  pending=sum(c.pending_count for c in session.correlators.values()))
 
+    def on_resume(self) -> None:
+        """After a broker outage: the time the stage could not read is not quiet time, or a
+        long outage would make every waiting notification late (see Correlator.resume)."""
+        for correlator in self.correlators.values():
+            correlator.resume()
+
     def on_abort(self, consumer: Consumer) -> None:
         """Undo the aborted batch in memory: only the correlators and keys it touched."""
         rolled: dict[int, int] = {}

@@ -98,6 +98,10 @@ class Processor(Protocol):
     def on_abort(self, consumer: Consumer) -> None:
         """Forget the in-memory effects of an aborted batch."""
 
+    def on_resume(self) -> None:
+        """The stage was stalled (broker unreachable, a dependency down) and runs again: the
+        stall was not quiet input (event-time watermarks must not count it as such)."""
+
     def restore(self, consumer: Consumer) -> bool:
         """A slice of state restoration for partitions assigned (and paused) by ``on_assign``.
 
@@ -136,6 +140,7 @@ class StageLoop:
         self._transient_failures = 0
         self._transient_since = 0.0
         self._transient_error = ""
+        self._stalled = False
         self._sent: list[TopicPartition] = []  # the offsets of the transaction being committed
         # Records go to the processor merged by timestamp across partitions (alignment.py).
         self.align = ConsumerAlignment(
@@ -168,6 +173,10 @@ class StageLoop:
 
     def _update_ready(self) -> None:
         """Ready: partitions assigned, their state restored, and the brokers reachable."""
+        stalled = self.outage.active or bool(self._transient_failures)
+        if self._stalled and not stalled:
+            self.processor.on_resume()
+        self._stalled = stalled
         if self.outage.active:
             ready, reason = False, "broker unreachable"
         elif self._transient_failures:

@@ -60,6 +60,9 @@ class NormalizeProcessor:
     def tick(self, emit: Emit) -> None:
         return
 
+    def on_resume(self) -> None:
+        return
+
     def process(self, messages: Sequence[Message], emit: Emit) -> None:
         normalize = self.normalizer.normalize_all
         encode = self.encode

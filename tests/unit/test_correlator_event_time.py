@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -330,3 +331,24 @@ def test_disorder_beyond_lateness_loses_and_doubles_nothing(data: st.DataObject)
         alerts = [o for o in mine if o["outcome"] == "timed_out"]
         assert len(alerts) <= 1
         assert not alerts or next(o for o in mine if o["outcome"] != "timed_out")["after_timeout"]
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_a_stall_is_not_quiet_time_after_resume(resumed: bool) -> None:
+    """A partition that could not be read (broker away) for longer than the lateness: without
+    resume the stall would count as quiet input and release what waits as if nothing else had
+    come; after resume the quiet-time clock starts again."""
+    now = [BASE]
+    corr = Correlator(CorrelatorConfig(), lambda: now[0])
+    start = event(vendor="jdcloud", instance_id="i-1", vendor_event_code="SystemFailure.Reboot",
+                  operation="failure.reboot", phase="executing", event_time=BASE)
+    assert corr.process(start) == []
+    assert corr.buffered_count == 1
+    now[0] += 3 * L  # the stall
+    if resumed:
+        corr.resume()
+    corr.expire()
+    assert corr.buffered_count == (1 if resumed else 0)
+    now[0] += L + 1  # quiet for real now
+    corr.expire()
+    assert corr.buffered_count == 0

@@ -2,6 +2,10 @@ import logging
 
 from structlog.testing import capture_logs
 
+from consumer.config import load_settings
+from consumer.http import Health
+from consumer.metrics import Metrics
+from consumer.runtime.loop import StageLoop
 from consumer.runtime.outage import Outage, quiet_connection_failures
 
 
@@ -55,3 +59,30 @@ def test_a_broker_answer_is_contact_and_ends_an_outage() -> None:
     outage.contact()
     assert not outage.active
     assert outage.last_contact >= first
+
+
+class Hearing:
+    """A processor that only records when the loop says a stall ended."""
+
+    stage = "correlate"
+
+    def __init__(self) -> None:
+        self.resumed = 0
+
+    def on_resume(self) -> None:
+        self.resumed += 1
+
+
+def test_the_processor_hears_when_a_broker_outage_ends() -> None:
+    """The correlate stage restarts its watermarks' quiet-time clock then: an outage longer
+    than the allowed lateness must not make every waiting notification late."""
+    processor = Hearing()
+    loop = StageLoop(load_settings({}), processor, ["in"], "group",  # type: ignore[arg-type]
+                     Metrics(), Health())
+    loop.outage.down("1/1 brokers are down")
+    loop.outage.down("still down")
+    assert processor.resumed == 0
+    loop.outage.up()
+    assert processor.resumed == 1
+    loop.outage.contact()  # no outage to end: nothing to hear
+    assert processor.resumed == 1
