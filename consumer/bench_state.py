@@ -50,6 +50,7 @@ from consumer.bench import ROOT, local_broker, pin_to_cpu
 from consumer.config import Settings, load_settings
 from consumer.correlator import CorrelatorConfig, correlator_config
 from consumer.errors import ConfigError
+from consumer.logs import configure
 from consumer.progress import Progress
 
 VARIANTS = {"id": "aliyun Scheduled, event id", "noid": "jdcloud Executing, no id"}
@@ -135,8 +136,6 @@ def in_fresh_process(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R
 def _measuring_process(cpu: int) -> None:
     """One CPU, warnings only (the progress line says how far it is), and the correlate stage's
     garbage-collector settings (consumer.runtime.loop)."""
-    from consumer.logs import configure
-
     pin_to_cpu(cpu)
     configure("console", "warning")
     gc.freeze()
@@ -349,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"bench-state: {exc}", file=sys.stderr)
         return 2
+    configure("console", "warning")
     variants = list(VARIANTS) if args.variant == "both" else [args.variant]
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
     run = uuid.uuid4().hex[:8]
