@@ -16,12 +16,14 @@ Three figures per kind:
    with the real normalizer before each batch's timing starts.
 2. **State**: RSS growth of that same fresh process from just before the burst to after it
    (``gc.collect()`` both times), divided by N; beside it the correlator's own ``state_bytes``
-   estimate divided by N.
+   estimate divided by N, and the burst's peak (VmHWM over the same baseline) divided by N.
 3. **Restore**: every changelog record the burst drained, in order, written to a one-partition
    compacted topic with the stage's producer settings (transactions of 10,000 records), then
    restored in a fresh process by the stage's :class:`ChangelogRestore`: seconds from its
    construction until the partition is done, records/s, and the peak RSS growth (VmHWM over the
-   baseline before construction) divided by N.
+   baseline before construction) and the growth left after it, divided by N.
+
+``docs/benchmarks.md`` says what each column means and holds the figures measured.
 
 Each measuring process is pinned to one CPU, librdkafka's threads included. The broker is the
 one ``KAFKA_BOOTSTRAP_SERVERS`` names, else the local stack started and stopped here.
