@@ -8,7 +8,7 @@ STACK_DIR ?= .stack
 STACK := $(PY) deploy/local/stack.py
 PYTEST_ARGS ?=
 
-.PHONY: all venv run test unit integration lint typecheck bench deploy-check stack-up stack-down clean
+.PHONY: all venv run test unit integration lint typecheck bench bench-state deploy-check stack-up stack-down clean
 
 all: lint test
 
@@ -43,6 +43,10 @@ typecheck: lint
 ## bench: events/s of each stage on a real broker, beside the broker's raw consume+produce rate.
 bench: $(STAMP)
 	$(PY) -m consumer.bench $(BENCH_ARGS)
+
+## bench-state: bytes per pending operation, restore time and burst rate at 1,000,000 pending.
+bench-state: $(STAMP)
+	$(PY) -m consumer.bench_state $(BENCH_ARGS)
 
 deploy-check: $(STAMP)
 	PYTHON=$(PY) bash deploy/check/run.sh

@@ -16,13 +16,14 @@ committed every input record.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,12 @@ class _Passthrough:
             emit(topic, m.key(), m.value(), None, -1)
 
 
+def pin_to_cpu(cpu: int) -> None:
+    """Run this process, librdkafka's threads included, on one CPU (where the OS allows it)."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+
+
 def _child(kind: str, settings: Settings, counter: Any, first: Any, stop: Any, cpu: int) -> None:
     import threading
 
@@ -102,8 +109,7 @@ def _child(kind: str, settings: Settings, counter: Any, first: Any, stop: Any, c
     from consumer.metrics import Metrics
     from consumer.runtime.loop import StageLoop
 
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {cpu})
+    pin_to_cpu(cpu)
     configure("console", "warning")
     metrics, health = Metrics(), Health()
     if kind == "raw":
@@ -169,21 +175,35 @@ def _produce(settings: Settings, topic: str, payloads: list[bytes], partitions: 
 STACK_STATE = ROOT / ".bench" / "stack"
 
 
-def _stack(*args: str) -> None:
+def _stack(state_dir: Path, *args: str) -> None:
     subprocess.run([sys.executable, str(ROOT / "deploy/local/stack.py"), *args,
-                    "--state-dir", str(STACK_STATE)], check=True, stdout=subprocess.DEVNULL)
+                    "--state-dir", str(state_dir)], check=True, stdout=subprocess.DEVNULL)
 
 
-def _start_broker() -> dict[str, str]:
+def _start_broker(state_dir: Path, registry: bool) -> dict[str, str]:
     """Start the project's local stack with throughput JVM settings; returns its environment."""
-    _stack("up", "--registry", "--throughput")
-    state = STACK_STATE
+    _stack(state_dir, "up", *(["--registry"] if registry else []), "--throughput")
     env = {}
-    for line in (state / "env").read_text().splitlines():
+    for line in (state_dir / "env").read_text().splitlines():
         key, _, value = line.removeprefix("export ").partition("=")
         if key:
             env[key.strip()] = value.strip().strip("'\"")
     return env
+
+
+@contextlib.contextmanager
+def local_broker(state_dir: Path = STACK_STATE, *, registry: bool = True) -> Iterator[None]:
+    """The broker of ``KAFKA_BOOTSTRAP_SERVERS`` if set; else the project's local stack, started
+    here (its environment put into ``os.environ``, so child processes see it) and stopped on exit.
+    """
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield
+        return
+    os.environ.update(_start_broker(state_dir, registry))
+    try:
+        yield
+    finally:
+        _stack(state_dir, "down")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,14 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--registry", action="store_true",
                         help="use SCHEMA_REGISTRY_URL (Confluent framing) instead of single-object")
     args = parser.parse_args(argv)
-    started = not os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if started:
-        os.environ.update(_start_broker())
-    try:
+    with local_broker():
         return _run(args)
-    finally:
-        if started:
-            _stack("down")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ notifications (start, end) whose duration is known here, independently of the co
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -45,10 +46,12 @@ def _jd(code: str, state: str, instance: str, when: datetime, region: str, seq: 
 
 
 def _aliyun(code: str, status: str, instance: str, when: datetime, start: datetime,
-            region: str, seq: int, event_id: str) -> bytes:
+            region: str, seq: int, event_id: str, not_before: datetime | None = None) -> bytes:
     local = when.astimezone(SHANGHAI)
     content = {"eventId": event_id, "publishTime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
                "instanceId": instance, "eventType": code, "eventStatus": status}
+    if not_before is not None:
+        content["notBefore"] = not_before.strftime("%Y-%m-%dT%H:%M:%SZ")
     if status == "Executed":
         content["executeStartTime"] = start.strftime("%Y-%m-%dT%H:%M:%SZ")
         content["executeFinishTime"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -88,6 +91,26 @@ def operations(n: int, *, instances: int = 500, seed: int = 7,
         ops.append(Operation(vendor, instance, code, int(start.timestamp() * 1000),
                              duration * 1000, raw))
     return ops
+
+
+def fleet_burst(n: int, *, event_id: bool, base: datetime, window_ms: int = 60_000,
+                lead: timedelta = timedelta(days=3)) -> Iterator[bytes]:
+    """A region-wide announcement: ``n`` notifications, one per distinct instance, spread over
+    ``window_ms`` from ``base``; each opens an operation that stays pending.
+
+    With ``event_id``: Alibaba ``SystemMaintenance.Reboot`` Scheduled with an ``eventId`` and a
+    ``notBefore`` ``lead`` ahead (the correlator decides it on arrival). Without: JD Cloud
+    ``SystemFailure.Reboot`` Executing, which has no event id (it waits in the reorder buffer).
+    """
+    not_before = base + lead
+    for i in range(n):
+        when = base + timedelta(milliseconds=i * window_ms // n)
+        if event_id:
+            yield _aliyun("SystemMaintenance.Reboot", "Scheduled", f"i-al{i:08d}", when, when,
+                          ALIYUN_REGIONS[i % 3], i, f"e-{i:010d}", not_before)
+        else:
+            yield _jd("SystemFailure.Reboot", "Executing", f"i-jd{i:08d}", when, JD_REGIONS[i % 3],
+                      i)
 
 
 def keyed_stream(ops: list[Operation], *, late_start: float = 0.0,
