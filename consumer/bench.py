@@ -57,6 +57,9 @@ class _Counting:
     def restore(self, consumer: Any) -> bool:
         return bool(self.inner.restore(consumer))
 
+    def on_resume(self) -> None:
+        self.inner.on_resume()
+
     def tick(self, emit: Any) -> None:
         self.inner.tick(emit)
 
@@ -84,6 +87,9 @@ class _Passthrough:
 
     def restore(self, consumer: Any) -> bool:
         return True
+
+    def on_resume(self) -> None:
+        return
 
     def tick(self, emit: Any) -> None:
         return
