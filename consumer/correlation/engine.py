@@ -393,6 +393,7 @@ class Correlator:
 
     def _apply(self, event: InstanceEvent, now: int, out: list[Outcome]) -> None:
         """Run one notification through the state machine at event time ``now``."""
+        self._store.cool(HOT_LIMIT)  # no operation is held here: a safe point
         if event["operation"] == LIFECYCLE_CODE and event["current_state"] is not None:
             self._lifecycle(event, now, out)
             return
@@ -825,6 +826,9 @@ class Correlator:
             marker = DoneMarker(first, last, False, by_id, now + cfg.done_ttl_ms, older=older)
         self._store.remember(key, marker, cfg.max_done)
 
+
+HOT_LIMIT = 10_000
+"""Operations a batch may hold as objects (about 1.5 KB each) before they are encoded back."""
 
 LIMIT_PENDING = "max_pending"
 LIMIT_STATE_BYTES = "max_state_bytes"

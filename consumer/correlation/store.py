@@ -155,10 +155,20 @@ class StateStore:
                 self._pre_pending[key] = value
             return None
         self._cold_pop(key)
-        self._thawed[key] = value
-        self._thawed_info[key] = _info(op)
+        self._thawed.setdefault(key, value)  # a value cooled earlier in the batch is not it
+        self._thawed_info.setdefault(key, _info(op))
         self.pending[key] = op
         return op
+
+    def cool(self, limit: int) -> None:
+        """Put the hot operations back in their encoded form if there are more than ``limit``
+        (a watermark jump can release a million buffered notifications in one batch). Only
+        where the caller holds no operation; the drain still writes them."""
+        pending = self.pending
+        if len(pending) > limit:
+            for key, op in pending.items():
+                self._cold_put(key, op.encode())
+            pending.clear()
 
     def _cold_put(self, key: str, value: bytes) -> None:
         old = self.cold.get(key)
@@ -438,7 +448,9 @@ class StateStore:
             op = pending.get(key)
             if op is not None:
                 out.append((PENDING_PREFIX + key, op.encode()))
-            elif stored and key not in self.cold:
+            elif key in self.cold:  # cooled during the batch
+                out.append((PENDING_PREFIX + key, self.cold[key]))
+            elif stored:
                 out.append((PENDING_PREFIX + key, None))
         self._count_changes()
         encoded = {ckey[2:]: value for ckey, value in out if value is not None}
@@ -528,8 +540,15 @@ class StateStore:
                 if old[1] is not None:
                     _take(starts, old[1])
             op = pending.get(key)
-            if op is not None:
-                new = _info(op)
+            value = self.cold.get(key) if op is None else None
+            if op is not None or value is not None:
+                if op is not None:
+                    new = _info(op)
+                else:
+                    assert value is not None
+                    vendor, operation, state, nb = pending_series(key, value)
+                    new = ((vendor, operation, state.value),
+                           nb if state is OpState.ANNOUNCED else None)
                 series[new[0]] += 1
                 if new[1] is not None:
                     starts[new[1]] += 1

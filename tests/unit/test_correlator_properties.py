@@ -29,6 +29,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consumer.correlation import engine
 from consumer.correlator import Correlator, CorrelatorConfig, Outcome
 from consumer.model import InstanceEvent
 
@@ -411,3 +412,46 @@ def test_rollback_undoes_exactly_the_aborted_batch(sc: Scenario, data: st.DataOb
         return outs, log, corr.snapshot()
 
     assert replay(with_aborts=True) == replay(with_aborts=False)
+
+
+@settings(max_examples=150, deadline=None)
+@given(scenarios(), st.data())
+def test_cooling_operations_mid_batch_changes_nothing(sc: Scenario, data: st.DataObject) -> None:
+    """Operations a batch holds as objects are encoded back when there are too many (a
+    watermark jump releasing a burst): outcomes, changelog and restored state are the same as
+    when they stay objects until the drain."""
+    steps = list(zip(sc.stream, sc.gaps, strict=True))
+    drains = set(data.draw(st.lists(st.integers(0, len(steps)), max_size=6)))
+    aborts = set(data.draw(st.lists(st.integers(0, len(steps)), max_size=2)))
+
+    def run(hot_limit: int) -> tuple[list[Outcome], list[tuple[str, bytes | None]],
+                                     dict[str, Any], dict[str, Any]]:
+        saved, engine.HOT_LIMIT = engine.HOT_LIMIT, hot_limit
+        try:
+            now = [CLOCK0]
+            corr = Correlator(config(sc.max_pending), lambda: now[0])
+            log: list[tuple[str, bytes | None]] = []
+            outs: list[Outcome] = []
+            for i, ((_, e), gap) in enumerate(steps):
+                if i in drains:
+                    changes = corr.drain_changes()
+                    if i in aborts:
+                        corr.rollback()
+                    else:
+                        log.extend(changes)
+                        corr.commit_point()
+                now[0] += gap
+                outs.extend(corr.expire())
+                outs.extend(corr.process(e))
+            log.extend(corr.drain_changes())
+            restored = Correlator(config(sc.max_pending), lambda: now[0])
+            for key, value in log:
+                restored.restore(key, value)
+            return outs, log, corr.snapshot(), restored.snapshot()
+        finally:
+            engine.HOT_LIMIT = saved
+
+    cooled, held = run(0), run(1_000_000)
+    assert cooled[0] == held[0]
+    assert cooled[2] == held[2] == cooled[3]
+    assert dict(cooled[1]) == dict(held[1])
