@@ -381,7 +381,8 @@ class Correlator:
             due = st.next_deadline(w)
             if head is not None and (due is None or head <= due):
                 t, event = st.buffer_pop()
-                self._apply(event, t, out)
+                if event is not None:
+                    self._apply(event, t, out)
             elif due is not None:
                 op = st.first_due()
                 assert op is not None
@@ -738,7 +739,8 @@ class Correlator:
             elif st.buffer_head() is not None:
                 self.counters["released_early"] += 1
                 t, event = st.buffer_pop()
-                self._apply(event, t, out)
+                if event is not None:
+                    self._apply(event, t, out)
             elif st.forget_first():
                 self.counters["done_evicted"] += 1
             else:

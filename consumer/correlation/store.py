@@ -352,8 +352,9 @@ class StateStore:
         """Event time of the next notification to release, if it is at most ``until``."""
         return self._order.peek(until)
 
-    def buffer_pop(self) -> tuple[int, InstanceEvent]:
-        """The next notification in release order; call after :meth:`buffer_head` said one is."""
+    def buffer_pop(self) -> tuple[int, InstanceEvent | None]:
+        """The next notification in release order; call after :meth:`buffer_head` said one is.
+        None: its restored value could not be read (counted ``restore_skipped``, dropped)."""
         bid = self._order.pop()
         value = self._buffer_pop(bid)
         assert value is not None
@@ -361,7 +362,12 @@ class StateStore:
             self._dirty_buffer[bid] = True
         if bid not in self._pre_buffer:
             self._pre_buffer[bid] = value
-        return int(bid[:bid.index("|")]), decode_notification(value)
+        try:
+            event = decode_notification(value)
+        except _DECODE_ERRORS:
+            self._counters["restore_skipped"] += 1
+            return int(bid[:bid.index("|")]), None
+        return int(bid[:bid.index("|")]), event
 
     def _meta_changing(self) -> None:
         self._dirty_meta = True
@@ -514,8 +520,9 @@ class StateStore:
                     self._buffer_pop(key)
                     return
                 int(key[:key.index("|")])
-                decode_notification(value)  # an unreadable entry is skipped here, not at release
-                self._buffer_put(key, value)
+                if value[:1] != b"[":
+                    raise ValueError("not a buffered notification")
+                self._buffer_put(key, value)  # read when released: a burst restores quickly
             elif ckey == WATERMARK_KEY and value is not None:
                 d = orjson.loads(value)
                 self.max_time, self.watermark = int(d["max"]), int(d["w"])
