@@ -219,6 +219,7 @@ class StateStore:
                 self._pre_pending[key] = op if pre is None else pre  # op is not changed after
             del self.pending[key]
             self._thawed.pop(key, None)
+            self._deadlines.compact(self.pending_count, self._all_deadlines)
 
     def schedule(self, op: PendingOp, deadline: int) -> None:
         if not self._deadlines_restored:
@@ -304,11 +305,15 @@ class StateStore:
         if key not in self._pre_done:
             self._pre_done[key] = self.done[key]
         del self.done[key]
+        self._expiries.compact(len(self.done), self._all_expiries)
 
     def _push_expiry(self, expires: int, key: str) -> None:
         self._expiries.add(key, expires)
-        self._expiries.compact(len(self.done),
-                               lambda: ((k, m.expires) for k, m in self.done.items()))
+        self._expiries.compact(len(self.done), self._all_expiries)
+
+    def _all_expiries(self) -> Iterator[tuple[str, int]]:
+        for key, marker in self.done.items():
+            yield key, marker.expires
 
     # -- the reorder buffer and the watermark ----------------------------------------------
 
@@ -337,6 +342,9 @@ class StateStore:
         value = self.buffer.pop(bid, None)
         if value is not None:
             self._buffer_bytes -= len(value) + len(bid) + BUFFER_ENTRY_BYTES
+            # A restore reads a burst's entries, then their tombstones: the timers must not keep
+            # a million released ids alive.
+            self._order.compact(len(self.buffer), self._all_buffered)
         return value
 
     def _buffered_at(self, bid: str) -> int | None:
@@ -511,6 +519,7 @@ class StateStore:
             elif ckey.startswith(DONE_PREFIX):
                 if value is None:
                     self.done.pop(key, None)
+                    self._expiries.compact(len(self.done), self._all_expiries)
                     return
                 marker = DoneMarker.decode(value)
                 self.done[key] = marker
