@@ -457,20 +457,22 @@ class StateStore:
     def drain(self) -> list[tuple[str, bytes | None]]:
         """The changelog writes since the last drain; the hot operations go cold again."""
         out: list[tuple[str, bytes | None]] = []
-        pending, thawed, dirty_pending = self.pending, self._thawed, self._dirty_pending
-        for key, stored in dirty_pending.items():
-            op = pending.get(key)
+        pending, cold, cold_put = self.pending, self.cold, self._cold_put
+        self._count_changes()
+        for key, stored in self._dirty_pending.items():
+            op = pending.pop(key, None)
             if op is not None:
-                out.append((PENDING_PREFIX + key, op.encode()))
-            elif key in self.cold:  # cooled during the batch
-                out.append((PENDING_PREFIX + key, self.cold[key]))
+                value = op.encode()
+                cold_put(key, value)
+                out.append((PENDING_PREFIX + key, value))
+            elif key in cold:  # cooled during the batch
+                out.append((PENDING_PREFIX + key, cold[key]))
             elif stored:
                 out.append((PENDING_PREFIX + key, None))
-        self._count_changes()
-        encoded = {ckey[2:]: value for ckey, value in out if value is not None}
-        for key, op in pending.items():
-            value = encoded.get(key) or thawed.get(key)
-            self._cold_put(key, op.encode() if value is None else value)
+        thawed = self._thawed
+        for key, op in pending.items():  # read but not changed: their value is the one thawed
+            before = thawed.get(key)
+            cold_put(key, op.encode() if before is None else before)
         pending.clear()
         thawed.clear()
         self._thawed_info.clear()
@@ -483,9 +485,9 @@ class StateStore:
                 out.append((DONE_PREFIX + key, None))
         buffer = self.buffer
         for bid, stored in self._dirty_buffer.items():
-            value = buffer.get(bid)
-            if value is not None:
-                out.append((BUFFER_PREFIX + bid, value))
+            entry = buffer.get(bid)
+            if entry is not None:
+                out.append((BUFFER_PREFIX + bid, entry))
             elif stored:
                 out.append((BUFFER_PREFIX + bid, None))
         if self._dirty_meta:
