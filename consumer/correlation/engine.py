@@ -289,7 +289,7 @@ class Correlator:
         out: list[Outcome] = []
         st = self._store
         if st.max_time != NO_TIME:
-            self._advance(max(st.max_time, st.watermark), out)
+            self._advance(max(st.max_time, st.watermark), out, limit=1 << 62)
         return out
 
     def resume(self) -> None:
@@ -372,23 +372,35 @@ class Correlator:
         idle = now - anchor if now > anchor else 0
         return st.max_time + idle - self._lateness
 
-    def _advance(self, w: int, out: list[Outcome]) -> None:
+    def _advance(self, w: int, out: list[Outcome], limit: int | None = None) -> None:
         """Move the watermark to ``w``: buffered notifications and deadlines up to it, merged
-        in time order (a notification at a deadline's time goes first)."""
+        in time order (a notification at a deadline's time goes first).
+
+        At most ``limit`` (default :data:`RELEASE_LIMIT`) of them: then the watermark stops
+        just before the next one and the following call goes on, in the same order. A jump over
+        a burst (a quiet partition after a million notices) becomes several batches, each a
+        transaction of bounded size, instead of one that holds everything at once.
+        """
         st = self._store
+        left = RELEASE_LIMIT if limit is None else limit
         while True:
             head = st.buffer_head(w)
             due = st.next_deadline(w)
+            if head is None and due is None:
+                break
+            if left <= 0:
+                times = [t for t in (head, due) if t is not None]
+                w = min(times) - 1
+                break
+            left -= 1
             if head is not None and (due is None or head <= due):
                 t, event = st.buffer_pop()
                 if event is not None:
                     self._apply(event, t, out)
-            elif due is not None:
+            else:
                 op = st.first_due()
                 assert op is not None
-                self._expire_op(op, due, out, evicted=None)
-            else:
-                break
+                self._expire_op(op, op.deadline, out, evicted=None)
         st.set_watermark(w)
         st.expire_markers(st.watermark)
 
@@ -828,6 +840,9 @@ class Correlator:
             marker = DoneMarker(first, last, False, by_id, now + cfg.done_ttl_ms, older=older)
         self._store.remember(key, marker, cfg.max_done)
 
+
+RELEASE_LIMIT = 50_000
+"""Buffered notifications released and deadlines fired by one advance of the watermark."""
 
 HOT_LIMIT = 10_000
 """Operations a batch may hold as objects (about 1.5 KB each) before they are encoded back."""
