@@ -12,7 +12,8 @@ Three figures per kind:
 
 1. **Burst**: notices/s a :class:`~consumer.correlator.Correlator` absorbs, counting only the
    correlator's work per batch as the stage does it (``commit_point``, ``process`` each event,
-   ``drain_changes``, ``expire``, ``drain_changes``), plus the final release. Events are built
+   ``drain_changes``, ``expire``, ``drain_changes``), plus the final release (one bounded
+   ``expire`` and drain per batch, as the stage's ticks do it). Events are built
    with the real normalizer before each batch's timing starts.
 2. **State**: RSS growth of that same fresh process from just before the burst to after it
    (``gc.collect()`` both times), divided by N; beside it the correlator's own ``state_bytes``
@@ -205,14 +206,15 @@ def run_burst(variant: str, ops: int, batch: int, settings: Settings, path: str,
             progress.advance(len(events))
         del events, changes
         now[0] = start_ms + config.allowed_lateness_ms + 1_000  # the buffer's wait is over
-        t0 = time.perf_counter()
-        correlator.commit_point()
-        outcomes += len(correlator.expire(now[0]))
-        changes = correlator.drain_changes()
-        correlator.commit_point()  # that transaction committed: nothing is kept for a rollback
-        seconds += time.perf_counter() - t0
-        records += write_changes(out, changes)
-        del changes
+        while correlator.buffered_count:  # the stage's ticks: one bounded release per batch
+            t0 = time.perf_counter()
+            correlator.commit_point()
+            outcomes += len(correlator.expire(now[0]))
+            changes = correlator.drain_changes()
+            correlator.commit_point()  # that transaction committed: nothing kept for a rollback
+            seconds += time.perf_counter() - t0
+            records += write_changes(out, changes)
+            del changes
     progress.close()
     peak = peak_rss_bytes()
     gc.collect()
