@@ -138,25 +138,25 @@ class PendingOp:
         The head is ``<version:u8><deadline:i64><last_when:i64><timeout_ms:i64><state:u8>
         <flags:u8>`` (little-endian): the deadline sits at a fixed offset so the store can
         schedule a restored operation without decoding it. The array holds the strings, the
-        optional times and the lists, in :data:`_TAIL` order, trailing nulls left out (an
+        optional times and the lists, in the order :meth:`decode` unpacks, trailing nulls left out (an
         announced operation stops after its notice times). Sources are flattened to
         ``topic, partition, offset`` triples.
         """
         sources = self.sources
-        vendor, instance_id, code, eid = self.vendor, self.instance_id, self.code, \
-            self.vendor_event_id
+        code, eid = self.code, self.vendor_event_id
         flags = (_BY_ID if self.by_id else 0) | (_KNOWN if self.known else 0)
-        if self.key == (f"{vendor}|{instance_id}|{code}" if eid is None
-                        else f"{vendor}|{instance_id}|{code}|{eid}"):
+        ident: list[str | int | None] = [self.vendor, self.instance_id, code]
+        if self.key == (f"{self.vendor}|{self.instance_id}|{code}" if eid is None
+                        else f"{self.vendor}|{self.instance_id}|{code}|{eid}"):
             # The key already holds them: their lengths are enough to cut them out of it.
             flags |= _IN_KEY
-            vendor, instance_id, code, eid = None, len(instance_id), len(code), None  # type: ignore[assignment]
+            ident = [None, len(self.instance_id), len(code)]
+            eid = None
         operation: str | None = self.operation
-        spec = OPERATIONS.get(self.code)
+        spec = OPERATIONS.get(code)
         if spec is not None and spec.operation == operation:
             operation = None  # the table's: not repeated a million times
-        tail = [vendor, instance_id, code, operation, self.region,
-                self.account_id, self.nids or None,
+        tail = [*ident, operation, self.region, self.account_id, self.nids or None,
                 [v for src in sources for v in (src["topic"], src["partition"], src["offset"])]
                 if sources else None,
                 self.notice_at, self.not_before, eid, self.start_at,
