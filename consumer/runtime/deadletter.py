@@ -148,18 +148,23 @@ class DeadLetters:
             self.metrics.dlq.labels(reason).inc(n)
 
 
-def topic_max_message_bytes(settings: Settings, topic: str) -> int:
+def topic_max_message_bytes(settings: Settings, topic: str, timeout: float = 15) -> int:
     """The broker's size limit for one record batch on ``topic``.
 
     The topic's ``max.message.bytes`` (which reports the broker default when the topic does not
-    override it), or Kafka's default when the topic cannot be described (missing, or no
-    DescribeConfigs permission).
+    override it), or Kafka's default when the topic cannot be described (missing, no
+    DescribeConfigs permission, or no answer within ``timeout``: a slow or absent broker at
+    start must not stop the stage, which then waits for it like any outage).
     """
     resource = ConfigResource(ResourceType.TOPIC, topic)
     try:
-        futures = admin_client(settings).describe_configs([resource], request_timeout=15)
-        entries = futures[resource].result(15)
+        futures = admin_client(settings).describe_configs([resource], request_timeout=timeout)
+        entries = futures[resource].result(timeout)
         return int(entries["max.message.bytes"].value)
+    except TimeoutError:
+        log.warning("topic limits not described in time: Kafka's default assumed", topic=topic,
+                    assumed_bytes=KAFKA_DEFAULT_MAX_MESSAGE_BYTES, timeout_seconds=timeout)
+        return KAFKA_DEFAULT_MAX_MESSAGE_BYTES
     except (KafkaException, KeyError, ValueError, TypeError):
         return KAFKA_DEFAULT_MAX_MESSAGE_BYTES
 

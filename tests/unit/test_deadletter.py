@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 
 from confluent_kafka import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consumer.config import load_settings
 from consumer.errors import MalformedJson
 from consumer.metrics import Metrics
-from consumer.runtime.deadletter import DeadLetters, dead_letter, record_size, usable_bytes
+from consumer.runtime.deadletter import (
+    KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
+    DeadLetters,
+    dead_letter,
+    record_size,
+    topic_max_message_bytes,
+    usable_bytes,
+)
 
 LIMIT = 1_048_588  # Kafka's default max.message.bytes
 
@@ -86,3 +95,16 @@ def test_an_aborted_and_retried_batch_counts_each_record_once() -> None:
     letters.count(batch, ["malformed_json"] * 4)  # the same batch after an abort and rewind
     letters.count([*batch[1:2], message(b"x", offset=5, partition=0)], ["malformed_json"] * 2)
     assert metrics.registry.get_sample_value("vmevents_dlq_total", {"reason": "malformed_json"}) == 5
+
+
+def test_a_broker_that_does_not_answer_gives_kafkas_default_limit() -> None:
+    """At start the stage asks the broker for the topic's limit; no answer in time is not a
+    crash (the loop then waits for the broker like for any outage)."""
+    with socket.socket() as silent:  # accepts connections, never answers a request
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        for bootstrap in (f"127.0.0.1:{port}", "127.0.0.1:9"):  # silent, then nobody there
+            settings = load_settings({"KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+            assert topic_max_message_bytes(settings, "vm.events.dlq", timeout=0.5) == (
+                KAFKA_DEFAULT_MAX_MESSAGE_BYTES)
