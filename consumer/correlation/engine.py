@@ -265,9 +265,7 @@ class Correlator:
             core = notification_core(event)
             if not st.buffer_add(t, rank, _digest(core), encode_notification(core, event)):
                 self.counters["duplicate"] += 1
-        budget = self._budget
-        if budget is not None and st.state_bytes() > budget:
-            self._shrink(budget, out)
+        self._keep_budget(out)
         return out
 
     def expire(self, now_ms: int | None = None) -> list[Outcome]:
@@ -276,9 +274,7 @@ class Correlator:
         now = self._wall = self._clock() if now_ms is None else now_ms
         out: list[Outcome] = []
         self._advance(self._watermark_at(now), out)
-        budget = self._budget
-        if budget is not None and self._store.state_bytes() > budget:
-            self._shrink(budget, out)  # a restored state can be over a budget made smaller
+        self._keep_budget(out)  # a restored state can be over a budget made smaller
         return out
 
     def flush(self) -> list[Outcome]:
@@ -394,9 +390,7 @@ class Correlator:
                 break
             left -= 1
             if head is not None and (due is None or head <= due):
-                t, event = st.buffer_pop()
-                if event is not None:
-                    self._apply(event, t, out)
+                self._release(out)
             else:
                 op = st.first_due()
                 assert op is not None
@@ -734,6 +728,17 @@ class Correlator:
         self._expire_op(op, now, out, evicted=limit)
         return True
 
+    def _release(self, out: list[Outcome]) -> None:
+        """Apply the next buffered notification (one that cannot be read is dropped, counted)."""
+        t, event = self._store.buffer_pop()
+        if event is not None:
+            self._apply(event, t, out)
+
+    def _keep_budget(self, out: list[Outcome]) -> None:
+        budget = self._budget
+        if budget is not None and self._store.state_bytes() > budget:
+            self._shrink(budget, out)
+
     def _shrink(self, budget: int, out: list[Outcome]) -> None:
         """Bring the state under ``budget`` bytes, with some headroom so a burst does not pay
         for this on every notification: end the operations due first; with none open, apply
@@ -750,9 +755,7 @@ class Correlator:
                 continue
             elif st.buffer_head() is not None:
                 self.counters["released_early"] += 1
-                t, event = st.buffer_pop()
-                if event is not None:
-                    self._apply(event, t, out)
+                self._release(out)
             elif st.forget_first():
                 self.counters["done_evicted"] += 1
             else:

@@ -269,13 +269,22 @@ _STATES: Final = tuple(OpState)
 _STATE_INDEX: Final = {state: i for i, state in enumerate(_STATES)}
 
 
-def pending_series(key: str, value: bytes) -> tuple[str, str, OpState, int | None]:
-    """(vendor, operation, state, notBefore) of an encoded open operation: what the counts of
-    open operations need, read without building the operation (a restored million is counted
-    before the partition is ready)."""
+Series = tuple[str, str, str]
+"""(vendor, operation, state) of an open operation: what the open-operations gauges count."""
+Tally = tuple[Series, int | None]
+"""An open operation's series, and the notBefore it waits for when it is announced."""
+
+
+def tally(op: PendingOp) -> Tally:
+    return ((op.vendor, op.operation, _STATE_VALUES[op.state]),
+            op.not_before if op.state is OpState.ANNOUNCED else None)
+
+
+def pending_tally(key: str, value: bytes) -> Tally:
+    """:func:`tally` of an encoded open operation, read without building the operation (a
+    restored million is counted before the partition is ready)."""
     if value[:1] != CURRENT_PENDING:
-        op = PendingOp.decode(key, value)
-        return op.vendor, op.operation, op.state, op.not_before
+        return tally(PendingOp.decode(key, value))
     tail: list[Any] = orjson.loads(memoryview(value)[_HEAD.size:])
     vendor, operation = tail[0], tail[3] if len(tail) > 3 else None
     if value[_FLAGS] & _IN_KEY:
@@ -286,7 +295,9 @@ def pending_series(key: str, value: bytes) -> tuple[str, str, OpState, int | Non
             operation = OPERATIONS[key[i:i + tail[2]]].operation
     elif operation is None:
         operation = OPERATIONS[tail[2]].operation
-    return vendor, operation, _STATES[value[_STATE]], tail[9] if len(tail) > 9 else None
+    state = _STATES[value[_STATE]]
+    announced = state is OpState.ANNOUNCED and len(tail) > 9
+    return (vendor, operation, _STATE_VALUES[state]), tail[9] if announced else None
 
 
 def pending_deadline(value: bytes) -> int:

@@ -42,12 +42,14 @@ from consumer.correlation.state import (
     PENDING_PREFIX,
     WATERMARK_KEY,
     DoneMarker,
-    OpState,
     PendingOp,
+    Series,
+    Tally,
     check_pending,
     decode_notification,
     pending_deadline,
-    pending_series,
+    pending_tally,
+    tally,
 )
 from consumer.correlation.timers import Timers
 from consumer.model import InstanceEvent
@@ -64,10 +66,6 @@ BUFFER_ENTRY_BYTES: Final = 130
 """Memory of a buffered notification beyond its id's and value's lengths."""
 MARKER_BYTES: Final = 330
 """Memory of a finished-operation marker, key included."""
-
-Series = tuple[str, str, str]
-"""(vendor, operation, state) of an open operation: what the open-operations gauges count."""
-_Info = tuple[Series, int | None]  # and the notBefore of an announced one
 
 Meta = tuple[int, int, int | None]
 """(max event time seen, watermark, processing time when the max last advanced)."""
@@ -91,7 +89,7 @@ class StateStore:
         processing-time advance starts again from the first call)."""
         self._thawed: dict[str, bytes] = {}
         """Cold values of the hot operations (their committed form until the next drain)."""
-        self._thawed_info: dict[str, _Info] = {}
+        self._thawed_tally: dict[str, Tally] = {}
         self._series: Counter[Series] | None = Counter()
         self._starts: Counter[int] | None = Counter()
         """Open operations by series and announced ones by notBefore, as of the last drain,
@@ -126,7 +124,7 @@ class StateStore:
     def state_bytes(self) -> int:
         """Estimated bytes held: open operations, buffered notifications, markers."""
         return (self._cold_bytes + HOT_OP_BYTES * len(self.pending) + self._buffer_bytes
-                + MARKER_BYTES * len(self.done))
+                + self.marker_bytes())
 
     def marker_bytes(self) -> int:
         return MARKER_BYTES * len(self.done)
@@ -142,21 +140,20 @@ class StateStore:
         return None if value is None else self._thaw(key, value)
 
     def _thaw(self, key: str, value: bytes) -> PendingOp | None:
+        self._cold_pop(key)
         try:
             op = PendingOp.decode(key, value)
         except _DECODE_ERRORS:
             # Restore only checks the head: a value corrupt past it is dropped here, counted,
             # and tombstoned by the next drain, rather than stopping the partition.
             self._counters["restore_skipped"] += 1
-            self._cold_pop(key)
             if key not in self._dirty_pending:
                 self._dirty_pending[key] = True
             if key not in self._pre_pending:
                 self._pre_pending[key] = value
             return None
-        self._cold_pop(key)
         self._thawed.setdefault(key, value)  # a value cooled earlier in the batch is not it
-        self._thawed_info.setdefault(key, _info(op))
+        self._thawed_tally.setdefault(key, tally(op))
         self.pending[key] = op
         return op
 
@@ -222,10 +219,8 @@ class StateStore:
             self._deadlines.compact(self.pending_count, self._all_deadlines)
 
     def schedule(self, op: PendingOp, deadline: int) -> None:
-        if not self._deadlines_restored:
-            self._schedule_restored()
         op.deadline = deadline
-        self._deadlines.add(op.key, deadline)
+        self._due().add(op.key, deadline)
         self._deadlines.compact(self.pending_count, self._all_deadlines)
 
     def _deadline_of(self, key: str) -> int | None:
@@ -241,26 +236,26 @@ class StateStore:
         for key, value in self.cold.items():
             yield key, pending_deadline(value)
 
-    def _schedule_restored(self) -> None:
-        """Schedule every held operation (after a restore: once, not per changelog record)."""
-        self._deadlines.reset()
-        for key, t in self._all_deadlines():
-            self._deadlines.add(key, t)
-        self._deadlines_restored = True
+    def _due(self) -> Timers:
+        """The deadlines, every held operation scheduled (after a restore: once, when first
+        needed, not per changelog record)."""
+        if not self._deadlines_restored:
+            self._deadlines.reset()
+            for key, t in self._all_deadlines():
+                self._deadlines.add(key, t)
+            self._deadlines_restored = True
+        return self._deadlines
 
     def next_deadline(self, until: int | None = None) -> int | None:
         """The earliest deadline of a held operation, if it is at most ``until``."""
-        if not self._deadlines_restored:
-            self._schedule_restored()
-        return self._deadlines.peek(until)
+        return self._due().peek(until)
 
     def first_due(self) -> PendingOp | None:
         """The held operation with the earliest deadline, taken off the timers (expiry,
         eviction). The caller must discard it before asking again."""
-        if not self._deadlines_restored:
-            self._schedule_restored()
-        while self._deadlines.peek() is not None:
-            op = self.get(self._deadlines.pop())
+        due = self._due()
+        while due.peek() is not None:
+            op = self.get(due.pop())
             if op is not None:
                 return op
         return None
@@ -330,12 +325,13 @@ class StateStore:
         return True
 
     def _buffer_put(self, bid: str, value: bytes) -> None:
+        t = _bid_time(bid)  # before any change: a restored id that is not one raises
         old = self.buffer.get(bid)
         if old is not None:
             self._buffer_bytes -= len(old) + len(bid) + BUFFER_ENTRY_BYTES
         self.buffer[bid] = value
         self._buffer_bytes += len(value) + len(bid) + BUFFER_ENTRY_BYTES
-        self._order.add(bid, int(bid[:bid.index("|")]))
+        self._order.add(bid, t)
         self._order.compact(len(self.buffer), self._all_buffered)
 
     def _buffer_pop(self, bid: str) -> bytes | None:
@@ -350,11 +346,11 @@ class StateStore:
     def _buffered_at(self, bid: str) -> int | None:
         """Release time of a buffered notification. Within one time the id orders by rank
         (one digit) then digest, the release order."""
-        return int(bid[:bid.index("|")]) if bid in self.buffer else None
+        return _bid_time(bid) if bid in self.buffer else None
 
     def _all_buffered(self) -> Iterator[tuple[str, int]]:
         for bid in self.buffer:
-            yield bid, int(bid[:bid.index("|")])
+            yield bid, _bid_time(bid)
 
     def buffer_head(self, until: int | None = None) -> int | None:
         """Event time of the next notification to release, if it is at most ``until``."""
@@ -371,11 +367,11 @@ class StateStore:
         if bid not in self._pre_buffer:
             self._pre_buffer[bid] = value
         try:
-            event = decode_notification(value)
+            event: InstanceEvent | None = decode_notification(value)
         except _DECODE_ERRORS:
             self._counters["restore_skipped"] += 1
-            return int(bid[:bid.index("|")]), None
-        return int(bid[:bid.index("|")]), event
+            event = None
+        return _bid_time(bid), event
 
     def _meta_changing(self) -> None:
         self._dirty_meta = True
@@ -445,7 +441,7 @@ class StateStore:
             self.max_time, self.watermark, self.anchor = self._pre_meta
         self._pre_pending, self._pre_done, self._pre_buffer = {}, {}, {}
         self._pre_meta = None
-        self._thawed_info.clear()
+        self._thawed_tally.clear()
         self._series = self._starts = None
         # What the aborted transaction wrote is gone; memory now matches the committed log.
         self._dirty_pending, self._dirty_done, self._dirty_buffer = {}, {}, {}
@@ -475,7 +471,7 @@ class StateStore:
             cold_put(key, op.encode() if before is None else before)
         pending.clear()
         thawed.clear()
-        self._thawed_info.clear()
+        self._thawed_tally.clear()
         done = self.done
         for key, stored in self._dirty_done.items():
             marker = done.get(key)
@@ -502,21 +498,15 @@ class StateStore:
         key = ckey[2:]
         try:
             if ckey.startswith(PENDING_PREFIX):
-                self._series = self._starts = None
                 # The hot path of a restore: a million of these must take seconds. The value
-                # is held as read; the deadlines are scheduled once, when next asked for.
-                cold = self.cold
-                old = cold.get(key)
-                if old is not None:
-                    self._cold_bytes -= len(old) + len(key) + COLD_ENTRY_BYTES
+                # is held as read; counts and deadlines are made once, when next asked for.
+                self._series = self._starts = None
                 if value is None:
-                    if old is not None:
-                        del cold[key]
+                    self._cold_pop(key)
                     return
                 if value[:1] != CURRENT_PENDING:
                     value = check_pending(key, value)
-                cold[key] = value
-                self._cold_bytes += len(value) + len(key) + COLD_ENTRY_BYTES
+                self._cold_put(key, value)
                 self._deadlines_restored = False
             elif ckey.startswith(DONE_PREFIX):
                 if value is None:
@@ -530,7 +520,6 @@ class StateStore:
                 if value is None:
                     self._buffer_pop(key)
                     return
-                int(key[:key.index("|")])
                 if value[:1] != b"[":
                     raise ValueError("not a buffered notification")
                 self._buffer_put(key, value)  # read when released: a burst restores quickly
@@ -550,7 +539,7 @@ class StateStore:
         series, starts = self._series, self._starts
         if series is None or starts is None:
             return
-        before, pending = self._thawed_info, self.pending
+        before, pending, cold = self._thawed_tally, self.pending, self.cold
         for key in self._dirty_pending:
             old = before.get(key)
             if old is not None:
@@ -558,15 +547,12 @@ class StateStore:
                 if old[1] is not None:
                     _take(starts, old[1])
             op = pending.get(key)
-            value = self.cold.get(key) if op is None else None
-            if op is not None or value is not None:
-                if op is not None:
-                    new = _info(op)
-                else:
-                    assert value is not None
-                    vendor, operation, state, nb = pending_series(key, value)
-                    new = ((vendor, operation, state.value),
-                           nb if state is OpState.ANNOUNCED else None)
+            if op is not None:
+                new: Tally | None = tally(op)
+            else:
+                value = cold.get(key)  # cooled during the batch
+                new = None if value is None else pending_tally(key, value)
+            if new is not None:
                 series[new[0]] += 1
                 if new[1] is not None:
                     starts[new[1]] += 1
@@ -588,14 +574,13 @@ class StateStore:
     def _recount(self) -> None:
         series: Counter[Series] = Counter()
         starts: Counter[int] = Counter()
-        announced = OpState.ANNOUNCED
         for key, value in (*self.cold.items(), *self._thawed.items()):  # as the last drain left
             try:
-                vendor, operation, state, nb = pending_series(key, value)
+                (s, nb) = pending_tally(key, value)
             except _DECODE_ERRORS:
                 continue
-            series[(vendor, operation, state.value)] += 1
-            if nb is not None and state is announced:
+            series[s] += 1
+            if nb is not None:
                 starts[nb] += 1
         self._series, self._starts = series, starts
 
@@ -610,9 +595,9 @@ class StateStore:
         return snap
 
 
-def _info(op: PendingOp) -> _Info:
-    return ((op.vendor, op.operation, op.state.value),
-            op.not_before if op.state is OpState.ANNOUNCED else None)
+def _bid_time(bid: str) -> int:
+    """The release time a buffered notification's id starts with."""
+    return int(bid[:bid.index("|")])
 
 
 def _take(counter: Counter[int], key: int) -> None:

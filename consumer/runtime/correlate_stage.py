@@ -43,6 +43,7 @@ from confluent_kafka import (
 
 from consumer.config import Settings
 from consumer.correlation.openops import OpenGauges, open_changes
+from consumer.correlation.state import PENDING_PREFIX
 from consumer.correlator import UNKNOWN_OPERATION, Correlator, CorrelatorConfig, Outcome
 from consumer.metrics import Metrics
 from consumer.model import InstanceEvent
@@ -307,14 +308,13 @@ class CorrelateProcessor:
             changes = correlator.drain_changes()
             for key, value in changes:
                 emit(topic, key.encode(), value, None, p)
-            # The open-operations view, from the same drained writes: committed together.
-            opened = open_changes(changes, now) if changes else []
-            if opened:
-                opened_any = True
-                if encode_open is not None and open_topic:
-                    for op_key, record in opened:
-                        emit(open_topic, op_key.encode(),
-                             None if record is None else encode_open(record), None, -1)
+            # The open-operations topic, from the same drained writes: committed together.
+            # Its records decode each changed operation: only made when the topic is written.
+            if encode_open is not None and open_topic:
+                for op_key, record in open_changes(changes, now):
+                    emit(open_topic, op_key.encode(),
+                         None if record is None else encode_open(record), None, -1)
+            opened_any = opened_any or any(key.startswith(PENDING_PREFIX) for key, _ in changes)
             self._export_state(p, correlator)
             if correlator.counters:  # the correlator counts; the shell exports and resets
                 for kind, n in correlator.counters.items():
