@@ -7,9 +7,11 @@ notifications (start, end) whose duration is known here, independently of the co
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import orjson
 
@@ -160,3 +162,124 @@ def delivered(ops: list[Operation], *, max_jitter_ms: int = 60_000,
         out.append((at, raw))
     out.sort(key=lambda t: t[0])
     return out
+
+
+def _aliyun_state(state: str, instance: str, when: datetime, region: str, seq: int) -> bytes:
+    """An Alibaba ``Instance:StateChange``: only the new state, no event id."""
+    return orjson.dumps({
+        "ver": "1.0", "id": f"ali-s{seq:012d}", "product": "ECS",
+        "resourceId": f"acs:ecs:{region}:1690700000000030:instance/{instance}",
+        "level": "INFO", "name": "Instance:StateChange", "userId": "1690700000000030",
+        "eventTime": when.astimezone(SHANGHAI).strftime("%Y%m%dT%H%M%S.000+0800"),
+        "regionId": region,
+        "content": {"resourceId": instance, "resourceType": "ALIYUN::ECS::Instance",
+                    "state": state},
+    })
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """A messy raw backlog: ``records`` are ``(partition, record timestamp ms, raw bytes)``,
+    each partition's in the order to produce them; ``operations`` how many operations (each one
+    outcome offline) the notifications describe; ``kinds`` that number by kind."""
+
+    records: tuple[tuple[int, int, bytes], ...]
+    operations: int
+    kinds: tuple[tuple[str, int], ...]
+
+    def write_jsonl(self, path: Path) -> None:
+        """The raw records, one a line, in record-timestamp order (for ``vmevents correlate``)."""
+        ordered = sorted(self.records, key=lambda r: (r[1], r[0]))
+        path.write_bytes(b"".join(raw + b"\n" for _, _, raw in ordered))
+
+
+def messy_backlog(*, instances: int = 10_000, seed: int = 15, partitions: int = 6,
+                  base: datetime = datetime(2026, 1, 1, tzinfo=UTC), duplicate_ends: float = 0.05,
+                  drift: timedelta = timedelta(minutes=1)) -> Backlog:
+    """A backlog as vendors leave it on a raw topic, deterministic from ``seed``.
+
+    ``instances`` instances (2/3 Alibaba, 1/3 JD Cloud), each with 1 to 3 activities one after
+    the other over a few hours from ``base`` (so an instance's operations never overlap):
+    Alibaba ``StateChange`` stop/start lifecycles (Stopping, Stopped, Starting, Running: two
+    operations, no event id), Alibaba ``SystemMaintenance.Reboot`` announced with an ``eventId``
+    (Scheduled, then Executing and Executed or Failed, or Canceled/Avoided), Alibaba
+    ``SystemFailure.Reboot`` pairs (``eventId``) and JD ``SystemFailure.Reboot`` pairs (no event
+    id). ``duplicate_ends`` of the ends are delivered twice, the copy up to two minutes later on
+    any partition. Every record lands on a random partition; each partition is in delivery order,
+    with record timestamps shifted by ``drift`` times the partition number relative to event
+    time (partitions drifting apart, as vendors' channels do).
+    """
+    rng = random.Random(seed)
+    kinds: Counter[str] = Counter()
+    notes: list[tuple[datetime, bytes]] = []  # (delivery time, raw); event time for originals
+    seq = 0
+
+    def note(when: datetime, raw: bytes, *, end: bool = False) -> None:
+        notes.append((when, raw))
+        if end and rng.random() < duplicate_ends:
+            notes.append((when + timedelta(seconds=rng.randint(1, 120)), raw))
+
+    def secs(low: int, high: int) -> timedelta:
+        return timedelta(seconds=rng.randint(low, high))
+
+    for n in range(instances):
+        jd = n % 3 == 2
+        instance = f"i-{'jd' if jd else 'al'}{n:08d}"
+        region = (JD_REGIONS if jd else ALIYUN_REGIONS)[n % 3]
+        t = base + timedelta(seconds=rng.randrange(3600))
+        for _ in range(rng.randint(1, 3)):
+            t += secs(60, 1800)
+            seq += 1
+            if jd:
+                end = t + secs(5, 900)
+                note(t, _jd("SystemFailure.Reboot", "Executing", instance, t, region, 2 * seq))
+                note(end, _jd("SystemFailure.Reboot", "Executed", instance, end, region,
+                              2 * seq + 1), end=True)
+                kinds["jd failure.reboot"] += 1
+                t = end
+                continue
+            kind = rng.choices(("lifecycle", "maintenance", "failure"), (5, 3, 2))[0]
+            if kind == "lifecycle":
+                stopped = t + secs(5, 300)
+                starting = stopped + secs(60, 3600)
+                running = starting + secs(5, 120)
+                note(t, _aliyun_state("Stopping", instance, t, region, seq))
+                note(stopped, _aliyun_state("Stopped", instance, stopped, region, seq), end=True)
+                note(starting, _aliyun_state("Starting", instance, starting, region, seq))
+                note(running, _aliyun_state("Running", instance, running, region, seq), end=True)
+                kinds["aliyun lifecycle.stop"] += 1
+                kinds["aliyun lifecycle.start"] += 1
+                t = running
+                continue
+            event_id = f"e-{seq:010d}"
+            code = "SystemMaintenance.Reboot" if kind == "maintenance" else "SystemFailure.Reboot"
+            start = t
+            if kind == "maintenance":
+                start = t + secs(600, 3600)  # notBefore: the announced start
+                note(t, _aliyun(code, "Scheduled", instance, t, t, region, 3 * seq, event_id,
+                                start))
+                ending = rng.choices(("Executed", "Failed", "Canceled", "Avoided"), (6, 1, 2, 1))[0]
+                if ending in ("Canceled", "Avoided"):
+                    final = t + secs(1, int((start - t).total_seconds()) - 1)
+                    note(final, _aliyun(code, ending, instance, final, start, region,
+                                        3 * seq + 1, event_id, start), end=True)
+                    kinds[f"aliyun {code} {ending}"] += 1
+                    t = start
+                    continue
+            else:
+                ending = "Executed"
+            end = start + secs(5, 900)
+            note(start, _aliyun(code, "Executing", instance, start, start, region, 3 * seq + 1,
+                                event_id))
+            note(end, _aliyun(code, ending, instance, end, start, region, 3 * seq + 2,
+                              event_id), end=True)
+            kinds[f"aliyun {code} {ending}"] += 1
+            t = end
+
+    per_partition: list[list[tuple[int, bytes]]] = [[] for _ in range(partitions)]
+    for when, raw in notes:
+        k = rng.randrange(partitions)
+        per_partition[k].append((int((when + drift * k).timestamp() * 1000), raw))
+    records = tuple((k, ts, raw) for k, recs in enumerate(per_partition)
+                    for ts, raw in sorted(recs, key=lambda r: r[0]))
+    return Backlog(records, sum(kinds.values()), tuple(sorted(kinds.items())))
