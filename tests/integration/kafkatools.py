@@ -32,10 +32,11 @@ def create_topics(bootstrap: str, topics: Mapping[str, int], config: Mapping[str
 
 def produce(bootstrap: str, topic: str,
             values: Iterable[bytes | tuple[bytes | None, bytes | None]
-                             | tuple[bytes | None, bytes | None, int]], *,
+                             | tuple[bytes | None, bytes | None, int]
+                             | tuple[bytes | None, bytes | None, int, int]], *,
             keyed: bool = False, config: Mapping[str, object] | None = None) -> int:
-    """Produce values, ``(key, value)`` pairs or ``(key, value, timestamp ms)`` triples;
-    ``keyed`` keys plain values by their index.
+    """Produce values, ``(key, value)`` pairs, ``(key, value, timestamp ms)`` triples or
+    ``(key, value, timestamp ms, partition)``; ``keyed`` keys plain values by their index.
 
     ``config`` adds producer settings (``message.max.bytes`` for oversized records)."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10, "enable.idempotence": True,
@@ -43,13 +44,16 @@ def produce(bootstrap: str, topic: str,
     n = 0
     for i, item in enumerate(values):
         timestamp = 0  # librdkafka's "now"
+        partition = -1  # the partitioner's choice
         if isinstance(item, tuple):
             key, value = item[0], item[1]
-            if len(item) == 3:
+            if len(item) >= 3:
                 timestamp = item[2]
+            if len(item) == 4:
+                partition = item[3]
         else:
             key, value = (str(i).encode() if keyed else None), item
-        producer.produce(topic, value, key, timestamp=timestamp)
+        producer.produce(topic, value, key, partition=partition, timestamp=timestamp)
         n += 1
         if n % 10_000 == 0:
             producer.poll(0)
