@@ -243,10 +243,10 @@ def messy_backlog(*, instances: int = 10_000, seed: int = 15, partitions: int = 
                 stopped = t + secs(5, 300)
                 starting = stopped + secs(60, 3600)
                 running = starting + secs(5, 120)
-                note(t, _aliyun_state("Stopping", instance, t, region, seq))
-                note(stopped, _aliyun_state("Stopped", instance, stopped, region, seq), end=True)
-                note(starting, _aliyun_state("Starting", instance, starting, region, seq))
-                note(running, _aliyun_state("Running", instance, running, region, seq), end=True)
+                note(t, _aliyun_state("Stopping", instance, t, region, 4 * seq))
+                note(stopped, _aliyun_state("Stopped", instance, stopped, region, 4 * seq + 1), end=True)
+                note(starting, _aliyun_state("Starting", instance, starting, region, 4 * seq + 2))
+                note(running, _aliyun_state("Running", instance, running, region, 4 * seq + 3), end=True)
                 kinds["aliyun lifecycle.stop"] += 1
                 kinds["aliyun lifecycle.start"] += 1
                 t = running

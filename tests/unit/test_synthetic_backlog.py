@@ -51,3 +51,9 @@ def test_every_operation_once_offline(tmp_path: Path,
     assert {"completed", "failed", "canceled", "avoided"} <= {k.split()[-1] for k in outcomes}
     copies = Counter(raw for _, _, raw in backlog.records)
     assert set(copies.values()) == {1, 2}  # some ends delivered twice
+
+
+def test_one_notification_id_per_notification() -> None:
+    records = {raw for _, _, raw in messy_backlog(instances=300, base=BASE).records}
+    ids = Counter(orjson.loads(raw)["id"] for raw in records)
+    assert ids.most_common(1)[0][1] == 1
