@@ -52,7 +52,14 @@ Rules for messy streams, beyond the table in :mod:`consumer.correlation.transiti
   marker remembers it (``done_ttl_ms`` of event time, at most ``max_done``): on a key with a
   vendor event id everything later on that key is dropped; on a key without one, a notification
   at or before the operation's last time is a straggler and is dropped, a later one starts the
-  next operation. Single notifications are remembered by their exact time.
+  next operation. Single notifications are remembered by their exact time. A marker made by a
+  late notification lives from the watermark, not from that notification's own time (which the
+  watermark has passed: the marker would be forgotten at once).
+- Two ends at one time. An end that carries its own start (live migration's startTime, Alibaba's
+  executeStartTime), at the time of an end already reported for its operation, is a duplicate
+  when it tells the same outcome; one that tells another (``accomplished`` and ``failed``) is
+  reported as well, with its own times, and counted ``conflicting_end``: both, whichever came
+  first, so online and offline agree. (Ends without their own start still pair first come.)
 - Clock skew: an end before its start never gives a negative duration. Within
   ``skew_tolerance_ms`` (or always, with a vendor event id) the duration is clamped to 0 and the
   skew reported in ``attributes["vmevents.clock_skew_ms"]``; further back, without an event id,
@@ -77,6 +84,7 @@ from consumer.correlation.config import CorrelatorConfig
 from consumer.correlation.openops import OpenRecord, open_record
 from consumer.correlation.outcome import ATTR_CLOCK_SKEW, ATTR_EVICTED, Outcome, OutcomeKind
 from consumer.correlation.state import (
+    END_BITS,
     MAX_SPANS,
     DoneMarker,
     OpState,
@@ -445,6 +453,20 @@ class Correlator:
                 and (marker.by_id or s.when > marker.last)):
             self._late_completion(s, marker, event, now, out)
             return True
+        if marker.ends and s.when == marker.last and event["start_time"] is not None and (
+                s.input is _END or s.input is _FINAL):
+            # An end that carries its own start, at the time of an end of the same kind already
+            # reported: a duplicate; of another kind: the vendor's other account of the same
+            # operation, reported as well (so both are, whichever came first).
+            assert s.end_kind is not None
+            bit = END_BITS[s.end_kind]
+            if marker.ends & bit:
+                self.counters["duplicate"] += 1
+            else:
+                self.counters["conflicting_end"] += 1
+                self._finish(self._alone(s, event), s.end_kind, event["start_time"], s.when, now,
+                             out, ends=bit)
+            return True
         if marker.by_id:
             self.counters["straggler"] += 1
             return True
@@ -531,7 +553,7 @@ class Correlator:
         op.to_state = s.to_state
         vendor_start = event["start_time"]
         if vendor_start is not None:  # the end record gives its own start: complete already
-            self._finish_end(op, s, vendor_start, now, out)
+            self._finish_end(op, s, vendor_start, now, out, own=True)
             return
         op.state = _ENDED
         op.end_at = s.when
@@ -542,7 +564,8 @@ class Correlator:
                     out: list[Outcome]) -> None:
         op = self._take(s, op, event, now, out)
         start = event["start_time"]
-        self._finish_end(op, s, op.start_at if start is None else start, now, out)
+        self._finish_end(op, s, op.start_at if start is None else start, now, out,
+                         own=start is not None)
 
     def _pair(self, s: Step, op: PendingOp | None, event: InstanceEvent, now: int,
               out: list[Outcome]) -> None:
@@ -559,7 +582,7 @@ class Correlator:
             op = self._take(s, op, event, now, out)
             op.operation = s.operation
             op.to_state = s.to_state
-            self._finish_end(op, s, start, now, out)
+            self._finish_end(op, s, start, now, out, own=vendor_start is not None)
             return
         end_at, end_kind = op.end_at, op.end_kind  # ENDED: the start arrives
         assert end_at is not None
@@ -706,9 +729,12 @@ class Correlator:
                      last=op.end_at + self.config.skew_tolerance_ms)
 
     def _finish_end(self, op: PendingOp, s: Step, start: int | None, now: int,
-                    out: list[Outcome]) -> None:
+                    out: list[Outcome], *, own: bool = False) -> None:
+        """Emit ``op`` ended by ``s``; ``own``: the end carries its own start (remembered, so
+        another such end at the same time is told from a duplicate)."""
         assert s.end_kind is not None
-        self._finish(op, s.end_kind, start, s.when, now, out)
+        self._finish(op, s.end_kind, start, s.when, now, out,
+                     ends=END_BITS[s.end_kind] if own else 0)
 
     def _expire_op(self, op: PendingOp, now: int, out: list[Outcome], evicted: str | None) -> None:
         if op.state is _ENDED:
@@ -764,7 +790,7 @@ class Correlator:
     def _finish(self, op: PendingOp, kind: OutcomeKind, started: int | None,
                 finished: int | None, now: int, out: list[Outcome], *,
                 timeout_ms: int | None = None, evicted: str | None = None,
-                last: int | None = None, after_timeout: bool = False) -> None:
+                last: int | None = None, after_timeout: bool = False, ends: int = 0) -> None:
         """Emit ``op``'s outcome, drop it from the open set, remember it as finished."""
         self._store.discard(op)
         attrs = op.attributes
@@ -801,7 +827,7 @@ class Correlator:
             self._remember(op.key, op.by_id, first, high, now, open_end=True, start=started,
                            notice=notice, from_state=op.from_state)
         else:
-            self._remember(op.key, op.by_id, first, high, now)
+            self._remember(op.key, op.by_id, first, high, now, ends=ends)
 
     # -- bookkeeping -----------------------------------------------------------------------
 
@@ -824,23 +850,36 @@ class Correlator:
 
     def _remember(self, key: str, by_id: bool, first: int, last: int, now: int, *,
                   open_end: bool = False, start: int | None = None, notice: int | None = None,
-                  from_state: str | None = None) -> None:
+                  from_state: str | None = None, ends: int = 0) -> None:
         """Mark ``key`` finished. One that ended without its end is remembered for the late-end
-        horizon, with what its late end's outcome needs. A live marker's span is kept too."""
+        horizon, with what its late end's outcome needs. A live marker's span is kept too.
+
+        The marker lives from ``now``, the notification's time, or from the watermark when a
+        late notification finished the operation: a marker that expired behind the watermark
+        at once would let the next straggler of that operation (a redelivery, or its start
+        after an end that carried its own) open or report it a second time.
+        """
         cfg = self.config
         old = self._done.get(key)
         older: tuple[int, ...] = ()
         if old is not None and old.expires > now:
-            spans = sorted(zip(*[iter((first, last, *old.spans()))] * 2, strict=True),
-                           key=lambda span: span[1], reverse=True)[:MAX_SPANS]
-            (first, last), rest = spans[0], spans[1:]
-            older = tuple(t for span in rest for t in span)
+            if (first, last) == (old.first, old.last):
+                older, ends = old.older, ends | old.ends
+            else:
+                spans = sorted(zip(*[iter((first, last, *old.spans()))] * 2, strict=True),
+                               key=lambda span: span[1], reverse=True)[:MAX_SPANS]
+                newest = spans[0][1]
+                ends = (ends if last == newest else 0) | (old.ends if old.last == newest else 0)
+                (first, last), rest = spans[0], spans[1:]
+                older = tuple(t for span in rest for t in span)
+        since = now if now > self._floor else self._floor
         if open_end:
             ttl = max(cfg.done_ttl_ms, cfg.late_end_horizon_ms)
-            marker = DoneMarker(first, last, True, by_id, now + ttl, start, notice, from_state,
+            marker = DoneMarker(first, last, True, by_id, since + ttl, start, notice, from_state,
                                 older)
         else:
-            marker = DoneMarker(first, last, False, by_id, now + cfg.done_ttl_ms, older=older)
+            marker = DoneMarker(first, last, False, by_id, since + cfg.done_ttl_ms, older=older,
+                                ends=ends)
         self._store.remember(key, marker, cfg.max_done)
 
 

@@ -321,6 +321,10 @@ def pending_fields(key: str, value: bytes) -> dict[str, Any]:
     return PendingOp.decode(key, value).as_dict()
 
 
+END_BITS: Final[dict[str, int]] = {"completed": 1, "failed": 2, "avoided": 4, "canceled": 8}
+"""An end's outcome as a bit of :attr:`DoneMarker.ends`."""
+
+
 class DoneMarker:
     """Memory of a finished operation, so late duplicates and stragglers produce nothing.
 
@@ -333,15 +337,19 @@ class DoneMarker:
     key is that operation's late end: ``start``, ``notice`` and ``from_state`` are kept for the
     outcome that end completes. ``by_id``: the key holds a vendor event id (or is a single
     notification's exact key), so anything on it belongs to the finished operation. ``expires``
-    is in event time (compared with the watermark).
+    is in event time (compared with the watermark). ``ends``: the outcomes (bits of
+    :data:`END_BITS`) reported at ``last`` by ends that carry their own start, so a second such
+    end at that time is told apart from a duplicate: the same outcome is one, another is a
+    conflicting end, reported too (see the correlator's rules).
     """
 
-    __slots__ = ("by_id", "expires", "first", "from_state", "last", "notice", "older", "open_end",
-                 "start")
+    __slots__ = ("by_id", "ends", "expires", "first", "from_state", "last", "notice", "older",
+                 "open_end", "start")
 
     def __init__(self, first: int, last: int, open_end: bool, by_id: bool, expires: int,
                  start: int | None = None, notice: int | None = None,
-                 from_state: str | None = None, older: tuple[int, ...] = ()) -> None:
+                 from_state: str | None = None, older: tuple[int, ...] = (),
+                 ends: int = 0) -> None:
         self.first = first
         self.last = last
         self.older = older
@@ -351,10 +359,11 @@ class DoneMarker:
         self.start = start
         self.notice = notice
         self.from_state = from_state
+        self.ends = ends
 
     def copy(self) -> DoneMarker:
         return DoneMarker(self.first, self.last, self.open_end, self.by_id, self.expires,
-                          self.start, self.notice, self.from_state, self.older)
+                          self.start, self.notice, self.from_state, self.older, self.ends)
 
     def covers(self, when: int, slack: int) -> bool:
         """Whether ``when`` falls inside a remembered operation (its start ``slack`` early)."""
@@ -375,6 +384,8 @@ class DoneMarker:
             d["start"], d["notice"], d["from_state"] = self.start, self.notice, self.from_state
         if self.older:
             d["older"] = self.older
+        if self.ends:
+            d["ends"] = self.ends
         return orjson.dumps(d)
 
     @classmethod
@@ -382,7 +393,7 @@ class DoneMarker:
         d: dict[str, Any] = orjson.loads(value)
         return cls(d.get("first", d["last"]), d["last"], d.get("open_end", False),
                    d.get("by_id", False), d["expires"], d.get("start"), d.get("notice"),
-                   d.get("from_state"), tuple(d.get("older", ())))
+                   d.get("from_state"), tuple(d.get("older", ())), d.get("ends", 0))
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = orjson.loads(self.encode())
