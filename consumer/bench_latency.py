@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence, Set
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -99,13 +99,6 @@ def record_key(topic: str, value: Mapping[str, Any], outcome_topic: str) -> Key:
     return str(value.get("vendor")), str(value.get("instance_id")), role
 
 
-def tombstone_pair(key: bytes | None) -> tuple[str, str] | None:
-    """``(vendor, instance)`` of an open-operations tombstone: its key is the correlator's
-    operation key, ``vendor|instance|code[|event id]``."""
-    parts = (key or b"").decode("utf-8", "replace").split("|")
-    return (parts[0], parts[1]) if len(parts) >= 3 else None
-
-
 @dataclass
 class Matched:
     """The measured pairs against what the reader saw."""
@@ -115,18 +108,20 @@ class Matched:
     missing_outcomes: int = 0
     missing_opens: int = 0
     never_open: int = 0
-    """Pairs with an outcome whose operation was opened and closed in one transaction: only its
-    tombstone reached the open-operations topic (the view holds what is open after each
-    commit). Not missing, and not in the open percentiles."""
+    """Pairs with an outcome and no open record: the correlate stage decided the Executing and
+    the Executed in one transaction, and the open-operations view (what is open after each
+    commit) never held the operation; it writes nothing for it, not even a tombstone. Not
+    missing, but not in the open percentiles either: the Executing of each took longer than
+    the pair's gap to be decided."""
 
 
 def match(measured: Sequence[tuple[str, str]], sent: Mapping[Key, float],
-          seen: Mapping[Key, float], closed: Set[tuple[str, str]] = frozenset()) -> Matched:
+          seen: Mapping[Key, float]) -> Matched:
     """Latency per measured pair ``(vendor, instance)``: first read time minus produce time, in
-    milliseconds, of its outcome and of its open record. A pair without an outcome, or without
-    an open record and not :attr:`Matched.never_open` (outcome read, and a tombstone of its
-    operation in ``closed``), counts as missing. Records of pairs not measured (probes,
-    warm-up) are ignored."""
+    milliseconds, of its outcome and of its open record. A pair without an outcome counts as a
+    missing outcome; one with neither an open record nor an outcome as a missing open record
+    too, one with only its outcome as :attr:`Matched.never_open`. Records of pairs not
+    measured (probes, warm-up) are ignored."""
     result = Matched()
     for vendor, instance in measured:
         end = seen.get((vendor, instance, END))
@@ -137,7 +132,7 @@ def match(measured: Sequence[tuple[str, str]], sent: Mapping[Key, float],
         start = seen.get((vendor, instance, START))
         if start is not None:
             result.open_ms.append((start - sent[(vendor, instance, START)]) * 1000.0)
-        elif end is not None and (vendor, instance) in closed:
+        elif end is not None:
             result.never_open += 1
         else:
             result.missing_opens += 1
@@ -239,7 +234,6 @@ class Reader(threading.Thread):
         super().__init__(name="bench-latency-reader", daemon=True)
         self.settings, self.outcome_topic, self.open_topic = settings, outcome_topic, open_topic
         self.seen: dict[Key, float] = {}
-        self.closed: set[tuple[str, str]] = set()  # from the open topic's tombstones
         self.duplicate_outcomes = 0
         self.open_updates = 0
         self.tombstones = 0
@@ -256,7 +250,9 @@ class Reader(threading.Thread):
     def _read(self) -> None:
         from consumer.tail import ValueReader, reader_consumer, start_positions
 
-        values = ValueReader(self.settings)
+        # The Decoder `vmevents tail` reads our records with (single-object or Confluent
+        # framing), without tail's text conversion of timestamps: only vendor and instance count.
+        decode = ValueReader(self.settings).decoder.decode
         consumer = reader_consumer(self.settings)
         try:
             consumer.assign(start_positions(self.settings, consumer,
@@ -272,21 +268,17 @@ class Reader(threading.Thread):
                         if err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                             raise RuntimeError(f"reading {msg.topic()}: {err.str()}")
                         continue
-                    self._record(msg.topic() or "", msg.key(), values.read(msg.value()),
+                    data = msg.value()
+                    self._record(msg.topic() or "", None if data is None else decode(data),
                                  read_at)
         finally:
             consumer.close()
 
-    def _record(self, topic: str, key: bytes | None, value: Any, read_at: float) -> None:
+    def _record(self, topic: str, value: Mapping[str, Any] | None, read_at: float) -> None:
         self.records += 1
         if value is None:
             self.tombstones += 1
-            pair = tombstone_pair(key)
-            if pair is not None:
-                self.closed.add(pair)
             return
-        if not isinstance(value, dict):
-            raise RuntimeError(f"{topic}: a record that is not one of ours: {value!r:.200}")
         answered = record_key(topic, value, self.outcome_topic)
         if answered in self.seen:
             if answered[2] == END:
@@ -309,6 +301,9 @@ class RunResult:
     duplicate_outcomes: int
     max_behind_s: float
     drained_s: float
+    load: float
+    """The machine's 1-minute load average when the run ended (the stages, the broker, this
+    process and whatever else shares the machine)."""
 
 
 def _run_settings(base: Settings, run: str) -> Settings:
@@ -328,6 +323,19 @@ def _check(procs: Sequence[Any], *threads: Feeder | Reader) -> None:
     for t in threads:
         if t.error is not None:
             raise SystemExit(f"bench-latency: {t.name} failed: {t.error!r}")
+
+
+def _wait_for_topics(settings: Settings, topics: Sequence[str], timeout: float = 30.0) -> None:
+    """Until the broker's metadata lists the topics just created (the reader fails on one that
+    it does not list yet)."""
+    from consumer.runtime.clients import topic_exists
+
+    deadline = time.monotonic() + timeout
+    while not all(topic_exists(settings, t) for t in topics):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench-latency: topics {', '.join(topics)} not there after "
+                             f"{timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def _wait_ready(producer: Producer, settings: Settings, reader: Reader, procs: Sequence[Any],
@@ -373,6 +381,7 @@ def measure(base: Settings, vendor: str, rate: float, args: argparse.Namespace,
     # later (the outcome topic on its first record), with the same settings.
     ensure_topics(settings, {raw_topic: {}, outcome_topic: {}})
     ensure_topics(settings, {settings.open_operations_topic: {"cleanup.policy": "compact"}})
+    _wait_for_topics(settings, [raw_topic, outcome_topic, settings.open_operations_topic])
     partitions = partition_count(settings, raw_topic)
 
     ctx = mp.get_context("spawn")
@@ -412,6 +421,7 @@ def measure(base: Settings, vendor: str, rate: float, args: argparse.Namespace,
                     break
             time.sleep(0.2)
         drained = time.perf_counter() - feeder.last_end
+        seen = dict(reader.seen)  # what came by the deadline; later records do not count
         progress.close()
         print(f"{label}: {feeder.produced:,} notifications produced (probes not counted); "
               f"normalize processed {shared[0][0].value:,} records, correlate "
@@ -431,9 +441,9 @@ def measure(base: Settings, vendor: str, rate: float, args: argparse.Namespace,
     span = feeder.measure_ended - feeder.measure_started
     sent_rate = (measured - 1) / span if span > 0 else 0.0
     return RunResult(VENDORS[vendor], rate, measured, sent_rate,
-                     match(pairs, feeder.sent, reader.seen, reader.closed),
-                     reader.duplicate_outcomes,
-                     feeder.max_behind, drained)
+                     match(pairs, feeder.sent, seen), reader.duplicate_outcomes,
+                     feeder.max_behind, drained,
+                     os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan)
 
 
 # -- command line ----------------------------------------------------------------------------
@@ -459,7 +469,7 @@ def _vendors(text: str) -> list[str]:
 def table(results: Sequence[RunResult]) -> str:
     header = ("vendor", "pairs/s", "pairs", "sent/s", "outcomes", "out p50 ms", "out p99 ms",
               "opens", "open p50 ms", "open p99 ms", "never open", "missing out", "missing open",
-              "dup out")
+              "dup out", "load")
     rows = []
     for r in results:
         m = r.matched
@@ -468,7 +478,7 @@ def table(results: Sequence[RunResult]) -> str:
                      ms(percentile(m.outcome_ms, 99)), f"{len(m.open_ms):,}",
                      ms(percentile(m.open_ms, 50)), ms(percentile(m.open_ms, 99)),
                      f"{m.never_open:,}", f"{m.missing_outcomes:,}", f"{m.missing_opens:,}",
-                     f"{r.duplicate_outcomes:,}"))
+                     f"{r.duplicate_outcomes:,}", f"{r.load:.1f}"))
     return format_table(header, rows)
 
 

@@ -20,7 +20,6 @@ from consumer.bench_latency import (
     plan,
     record_key,
     table,
-    tombstone_pair,
 )
 from consumer.normalization import Normalizer
 
@@ -81,36 +80,32 @@ def test_match_latencies_missing_and_never_open() -> None:
     sent = {("aliyun", f"i-{n}", role): float(n) for n in range(1, 5) for role in (START, END)}
     seen = {
         ("aliyun", "i-1", START): 1.25, ("aliyun", "i-1", END): 1.5,  # both
-        ("aliyun", "i-2", END): 2.125,                                 # closed in one batch
-        ("aliyun", "i-3", END): 3.25,                                  # no open, no tombstone
-        ("aliyun", "i-9", END): 9.0,                                   # not measured (warm-up)
+        ("aliyun", "i-2", END): 2.125,                                 # decided in one batch
+        ("aliyun", "i-3", START): 3.5,                                 # open, no outcome yet
+        ("aliyun", "i-9", END): 9.0, ("aliyun", "i-9", START): 8.0,    # not measured (warm-up)
     }
-    m = match(measured, sent, seen, closed={("aliyun", "i-2"), ("aliyun", "i-9")})
-    assert m.outcome_ms == [500.0, 125.0, 250.0]
-    assert m.open_ms == [250.0]
-    assert m.never_open == 1
-    assert m.missing_opens == 2  # i-3 (outcome, no tombstone) and i-4 (nothing)
-    assert m.missing_outcomes == 1  # i-4
+    m = match(measured, sent, seen)
+    assert m.outcome_ms == [500.0, 125.0]
+    assert m.open_ms == [250.0, 500.0]
+    assert m.never_open == 1  # i-2
+    assert m.missing_opens == 1  # i-4
+    assert m.missing_outcomes == 2  # i-3, i-4
 
 
 def test_match_nothing_read_is_all_missing() -> None:
     measured = [("jdcloud", f"i-{n}") for n in range(5)]
     sent = {(v, i, role): 0.0 for v, i in measured for role in (START, END)}
-    m = match(measured, sent, {}, closed={("jdcloud", "i-0")})
+    m = match(measured, sent, {})
     assert (m.missing_outcomes, m.missing_opens, m.never_open) == (5, 5, 0)
     assert m.outcome_ms == m.open_ms == []
 
 
-def test_record_key_and_tombstone_pair() -> None:
+def test_record_key() -> None:
     value = {"vendor": "jdcloud", "instance_id": "i-jd1", "outcome": "completed"}
     assert record_key("bench.x.failure.reboot.completed", value,
                       "bench.x.failure.reboot.completed") == ("jdcloud", "i-jd1", END)
     assert record_key("bench.x.operations.open", value,
                       "bench.x.failure.reboot.completed") == ("jdcloud", "i-jd1", START)
-    assert tombstone_pair(b"aliyun|i-al1|SystemFailure.Reboot|e-1") == ("aliyun", "i-al1")
-    assert tombstone_pair(b"jdcloud|i-jd1|SystemFailure.Reboot") == ("jdcloud", "i-jd1")
-    assert tombstone_pair(b"something-else") is None
-    assert tombstone_pair(None) is None
 
 
 @pytest.mark.parametrize("vendor", ["jdcloud", "aliyun"])
@@ -133,8 +128,8 @@ def test_notifications_normalize_to_the_pair(vendor: str) -> None:
 def test_table_shows_missing_percentiles_as_dashes() -> None:
     text = table([RunResult("jdcloud", 200.0, 4000, 199.8, Matched(missing_outcomes=4000,
                                                                     missing_opens=4000),
-                            0, 0.0, 10.0)])
+                            0, 0.0, 10.0, 3.25)])
     header, row = text.splitlines()
     assert header.split()[:3] == ["vendor", "pairs/s", "pairs"]
     assert row.split() == ["jdcloud", "200", "4,000", "200", "0", "-", "-", "0", "-", "-", "0",
-                           "4,000", "4,000", "0"]
+                           "4,000", "4,000", "0", "3.2"]
