@@ -23,7 +23,10 @@ lateness, the open-operations topic written), each in a child process pinned to 
 A run waits until the stages answer (Alibaba probe pairs, not counted), produces ``--warmup``
 seconds of pairs (not counted), then ``--seconds`` of measured pairs, then waits up to
 ``--drain-seconds`` after the last ``Executed`` for the answers still missing. What has not
-arrived by then is reported as missing, not left out of the percentiles silently.
+arrived by then is reported as missing, not left out of the percentiles silently. A pair with an
+outcome and no open record is counted apart (``never open``): the stage decided both of its
+notifications in one transaction, and the open-operations view wrote nothing for it.
+``docs/benchmarks.md`` says what each column means and holds the figures measured.
 
 The broker is the one ``KAFKA_BOOTSTRAP_SERVERS`` names, else the project's local stack,
 started and stopped here.
