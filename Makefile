@@ -8,7 +8,7 @@ STACK_DIR ?= .stack
 STACK := $(PY) deploy/local/stack.py
 PYTEST_ARGS ?=
 
-.PHONY: all venv run test unit integration lint typecheck bench bench-state deploy-check stack-up stack-down clean
+.PHONY: all venv run test unit integration lint typecheck bench bench-state bench-latency deploy-check stack-up stack-down clean
 
 all: lint test
 
@@ -47,6 +47,10 @@ bench: $(STAMP)
 ## bench-state: bytes per pending operation, restore time and burst rate at 1,000,000 pending.
 bench-state: $(STAMP)
 	$(PY) -m consumer.bench_state $(BENCH_ARGS)
+
+## bench-latency: p50/p99 from a raw notification to its outcome and to its open-operations record.
+bench-latency: $(STAMP)
+	$(PY) -m consumer.bench_latency $(BENCH_ARGS)
 
 deploy-check: $(STAMP)
 	PYTHON=$(PY) bash deploy/check/run.sh

@@ -106,7 +106,7 @@ def pin_to_cpu(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
-def _child(kind: str, settings: Settings, counter: Any, first: Any, stop: Any, cpu: int) -> None:
+def stage_child(kind: str, settings: Settings, counter: Any, first: Any, stop: Any, cpu: int) -> None:
     import threading
 
     from consumer.app import correlate_loop, normalize_loop
@@ -144,7 +144,7 @@ def _measure(kinds: list[tuple[str, Settings, int]], total: int, label: str) -> 
     procs = []
     for kind, settings, cpu in kinds:
         counter, first = ctx.Value("q", 0), ctx.Value("d", 0.0)
-        p = ctx.Process(target=_child, args=(kind, settings, counter, first, stop, cpu))
+        p = ctx.Process(target=stage_child, args=(kind, settings, counter, first, stop, cpu))
         p.start()
         shared.append((counter, first))
         procs.append(p)

@@ -36,7 +36,10 @@ class Operation:
     raw: tuple[bytes, bytes]
 
 
-def _jd(code: str, state: str, instance: str, when: datetime, region: str, seq: int) -> bytes:
+def jd_notification(code: str, state: str, instance: str, when: datetime, region: str,
+                    seq: int) -> bytes:
+    """One JD Cloud notification as its push channel delivers it (``eventTime`` to the second,
+    Beijing time without a zone)."""
     local = when.astimezone(SHANGHAI)
     return orjson.dumps({
         "detail": {"eventAction": code, "eventState": state,
@@ -47,8 +50,11 @@ def _jd(code: str, state: str, instance: str, when: datetime, region: str, seq: 
     })
 
 
-def _aliyun(code: str, status: str, instance: str, when: datetime, start: datetime,
-            region: str, seq: int, event_id: str, not_before: datetime | None = None) -> bytes:
+def aliyun_notification(code: str, status: str, instance: str, when: datetime, start: datetime,
+                        region: str, seq: int, event_id: str,
+                        not_before: datetime | None = None) -> bytes:
+    """One Alibaba Cloud ECS notification with its ``eventId``; an ``Executed`` carries its
+    ``executeStartTime`` (``start``) and ``executeFinishTime`` (``when``)."""
     local = when.astimezone(SHANGHAI)
     content = {"eventId": event_id, "publishTime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
                "instanceId": instance, "eventType": code, "eventStatus": status}
@@ -82,14 +88,16 @@ def operations(n: int, *, instances: int = 500, seed: int = 7,
         if vendor == "jdcloud":
             code = rng.choice(JD_PAIRED)
             region = JD_REGIONS[i % 3]
-            raw = (_jd(code, "Executing", instance, start, region, 2 * i),
-                   _jd(code, "Executed", instance, end, region, 2 * i + 1))
+            raw = (jd_notification(code, "Executing", instance, start, region, 2 * i),
+                   jd_notification(code, "Executed", instance, end, region, 2 * i + 1))
         else:
             code = rng.choice(ALIYUN_PAIRED)
             region = ALIYUN_REGIONS[i % 3]
             event_id = f"e-{i:010d}"
-            raw = (_aliyun(code, "Executing", instance, start, start, region, 2 * i, event_id),
-                   _aliyun(code, "Executed", instance, end, start, region, 2 * i + 1, event_id))
+            raw = (aliyun_notification(code, "Executing", instance, start, start, region, 2 * i,
+                                       event_id),
+                   aliyun_notification(code, "Executed", instance, end, start, region, 2 * i + 1,
+                                       event_id))
         ops.append(Operation(vendor, instance, code, int(start.timestamp() * 1000),
                              duration * 1000, raw))
     return ops
@@ -108,11 +116,12 @@ def fleet_burst(n: int, *, event_id: bool, base: datetime, window_ms: int = 60_0
     for i in range(n):
         when = base + timedelta(milliseconds=i * window_ms // n)
         if event_id:
-            yield _aliyun("SystemMaintenance.Reboot", "Scheduled", f"i-al{i:08d}", when, when,
-                          ALIYUN_REGIONS[i % 3], i, f"e-{i:010d}", not_before)
+            yield aliyun_notification("SystemMaintenance.Reboot", "Scheduled", f"i-al{i:08d}",
+                                      when, when, ALIYUN_REGIONS[i % 3], i, f"e-{i:010d}",
+                                      not_before)
         else:
-            yield _jd("SystemFailure.Reboot", "Executing", f"i-jd{i:08d}", when, JD_REGIONS[i % 3],
-                      i)
+            yield jd_notification("SystemFailure.Reboot", "Executing", f"i-jd{i:08d}", when,
+                                  JD_REGIONS[i % 3], i)
 
 
 def keyed_stream(ops: list[Operation], *, late_start: float = 0.0,
