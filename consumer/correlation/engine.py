@@ -13,24 +13,36 @@ Event time, not arrival order
 Each notification has one time: the vendor time of its role (start time of a start, end time of
 an end, event time otherwise). The partition has one clock, its **watermark**::
 
-    W = max(W, T_max + (now - t_arrival) - L)
+    W = max(W, min(T_max + (now - t_arrival), F) - L)
 
-``T_max`` is the newest notification time seen on the partition, ``t_arrival`` the processing
-time when ``T_max`` last advanced, ``L`` the allowed lateness (``allowed_lateness_ms``, 10 min).
-While events flow, ``W`` trails the newest event time by ``L``; on a quiet partition it advances
-with processing time, so everything is released at most ``L`` of processing time after the last
-arrival (the latency bound). A backlog being read has short gaps and does not jump.
+``T_max`` is the newest notification time seen (on the partition, or reported by the progress of
+any raw partition), ``t_arrival`` the processing time when ``T_max`` last advanced, ``L`` the
+allowed lateness (``allowed_lateness_ms``, 10 min) and ``F`` the **upstream frontier**: the
+oldest newest-time of the raw partitions the normalize stage has not caught up on (see
+:mod:`consumer.runtime.marks`; no bound when all are caught up, or offline). On a quiet
+partition ``W`` advances with processing time; it never passes a raw partition still behind.
 
-- **Reorder buffer.** A notification that can pair ambiguously (no vendor event id: JD's
-  Executing/Executed, live migration, every StateChange) waits in a per-partition buffer and is
-  released to the state machine once its time is ``<= W``, in a total order that does not depend
-  on arrival: time, then a rank (ends, then notices and singles, then starts, so one operation
-  closes before the next on the same key opens at the same second), then a digest of the
-  notification. Within the lateness, the outcomes are a function of the set of notifications.
-- **At once.** What cannot change is applied on arrival: notifications with a vendor event id
-  (Alibaba's eventId: the key names one operation, so the order inside it does not matter; an
-  end that carries executeStartTime, or meets its start, completes at once), and single
-  notifications (faults, intervals).
+- **At once.** Two operations of one code on one instance do not overlap, so while a key's
+  notifications arrive in order, deciding each on arrival gives what event-time order gives: an
+  in-order pair is decided in the call that brings its end, and a start opens its operation
+  (and its open-operations record) in the call that brings it. Notifications with a vendor
+  event id (the key names one operation) and single ones are always applied on arrival.
+- **Evidence of disorder** (:meth:`Correlator._disorder`), for a notification without an id, on
+  its order key (the operation's key, or an instance's whole lifecycle): it is older than an
+  operation its key has reported (``contradicts_decision``), or older than what an open
+  operation holds, or a second start while one is open (``out_of_order``), or a new state alone
+  that closes nothing open (``unpaired_state``). Then it, and every later notification of the
+  key, waits in the **reorder buffer** until ``W`` passes it, and is released in a total order
+  that does not depend on arrival: time, then a rank (ends, then notices and singles, then
+  starts), then a digest of the notification. The allowed lateness bounds the disorder tolerated;
+  it is not a delay on in-order answers.
+- **The frontier.** A notification later than ``F`` waits (``...|f`` in the buffer) until every
+  raw partition has been normalized past it, then goes through the rule above: several
+  normalize processes at different paces, restarts and backlogs cannot show the correlator an
+  instance's notifications out of order.
+- **Contradictions.** A notification older than a decision already emitted cannot change that
+  decision: it is applied by the rules below when released (usually a straggler of the reported
+  operation) and counted, so a pairing that differs from time order never passes silently.
 - **Deadlines in event time.** An operation's deadline is its last notification's time plus its
   timeout; it fires when ``W`` passes it, interleaved in time order with the buffer's releases.
   Offline and online agree, and a replay times out exactly as the live stream did.
@@ -43,7 +55,9 @@ arrival (the latency bound). A backlog being read has short gaps and does not ju
   finish and duration and ``after_timeout=true``; a duplicate of that end is a straggler.
 
 The buffer is state: each buffered notification is a changelog record (``b|<t>|<rank>|<digest>``,
-a compact JSON array, see :mod:`consumer.correlation.state`), and ``W`` is one (``w|``).
+a compact JSON array, see :mod:`consumer.correlation.state`), and ``W`` with the upstream progress
+is one (``w|``), written with input or with a decision: an idle partition writes nothing, and a
+restart derives the quiet-time advance again from ``T_max``.
 
 Rules for messy streams, beyond the table in :mod:`consumer.correlation.transitions`:
 
@@ -89,10 +103,11 @@ from consumer.correlation.state import (
     DoneMarker,
     OpState,
     PendingOp,
+    decode_notification,
     encode_notification,
     notification_core,
 )
-from consumer.correlation.store import NO_TIME, StateStore
+from consumer.correlation.store import _DECODE_ERRORS, NO_TIME, WAITING, StateStore
 from consumer.correlation.transitions import (
     CODE_PAIRS,
     LIFECYCLE_CODE,
@@ -189,6 +204,23 @@ def _role_time(event: InstanceEvent, inp: Input) -> int:
     return event["event_time"] if when is None else when
 
 
+def _order_key(event: InstanceEvent) -> str:
+    """The key whose notifications must be applied in time order: an operation without a
+    vendor event id, or (ending in ``|``) an instance's lifecycle, whose state changes open and
+    close the operations of several states."""
+    code = event["vendor_event_code"]
+    base = f"{event['vendor']}|{event['instance_id']}|"
+    if event["operation"] == LIFECYCLE_CODE and event["current_state"] is not None:
+        return f"{base}{code}|"
+    return base + _SHARED_KEYS.get(code, code)
+
+
+def notification_time(event: InstanceEvent) -> int:
+    """The time the correlator orders a notification by (its role's vendor time): what the
+    normalize stage reports as its progress through a raw partition."""
+    return _place(event)[0]
+
+
 class Correlator:
     """Pairs the notifications of each operation into one :class:`Outcome`. See module doc."""
 
@@ -200,12 +232,15 @@ class Correlator:
         self._lateness = config.allowed_lateness_ms
         self._wall = 0  # processing time of the current call: decided_at of what it emits
         self._floor = NO_TIME  # while a late notification is applied: the watermark
+        self._seen_w = NO_TIME  # the watermark of the last call (kept or not)
         self.counters: Counter[str] = Counter()
         """Anomalies seen (duplicate, straggler, superseded, clock_skew, evicted, late,
         late_completion, ...) for metrics."""
         self.late: Counter[LateKey] = Counter()
         """Notifications that arrived behind the watermark, by (vendor, operation, known)."""
         self._store = StateStore(self.counters)
+        self._held: Counter[str] | None = Counter()
+        """Order key -> its notifications in the reorder buffer (None: to count again)."""
         self._budget: int | None = None
         self._done = self._store.done
         self._handlers: dict[Action, Handler] = {
@@ -241,9 +276,20 @@ class Correlator:
         return len(self._store.buffer)
 
     @property
+    def frontier_lag(self) -> int:
+        """Newest notification time minus the upstream frontier, in ms (0: no raw partition
+        is behind): how long the slowest upstream partition holds decisions back."""
+        st = self._store
+        frontier = st.frontier()
+        if frontier is None or st.max_time == NO_TIME or frontier >= st.max_time:
+            return 0
+        return st.max_time - max(frontier, st.watermark)
+
+    @property
     def watermark(self) -> int | None:
-        """Event time up to which everything is decided (None before the first event)."""
-        w = self._store.watermark
+        """Event time up to which everything is decided (None before the first event), as of
+        the last call."""
+        w = max(self._store.watermark, self._seen_w)
         return None if w == NO_TIME else w
 
     # -- public API ------------------------------------------------------------------------
@@ -255,7 +301,7 @@ class Correlator:
         st = self._store
         t, rank, at_once = _place(event)
         st.see(t, now)
-        self._advance(self._watermark_at(now), out)
+        self._advance(self._watermark_at(now), out, keep=True)
         if t <= st.watermark:
             self.counters["late"] += 1
             self.late[(event["vendor"], event["operation"], event["known"])] += 1
@@ -267,20 +313,123 @@ class Correlator:
             finally:
                 self._floor = NO_TIME
             self._advance(st.watermark, out)
+        elif (frontier := st.frontier()) is not None and t > frontier:
+            # An upstream partition has not been normalized this far yet: what it holds may
+            # come before this notification (with a vendor event id too: a notice whose time
+            # the outcome reports). Wait for it, not for the watermark.
+            core = notification_core(event)
+            if not st.buffer_add(t, rank, _digest(core), encode_notification(core, event),
+                                 waiting=True):
+                self.counters["duplicate"] += 1
         elif at_once:
             self._apply(event, t, out)
         else:
-            core = notification_core(event)
-            if not st.buffer_add(t, rank, _digest(core), encode_notification(core, event)):
-                self.counters["duplicate"] += 1
+            self._arrive(event, t, rank, out)
         self._keep_budget(out)
         return out
+
+    def progress(self, source: str, newest: int, caught_up: bool) -> list[Outcome]:
+        """Upstream progress: the normalize stage has read raw partition ``source`` up to
+        notifications of time ``newest`` (``caught_up``: to its end). Notifications waiting
+        for that are decided now; the watermark never passes a partition still behind."""
+        now = self._wall = self._clock()
+        out: list[Outcome] = []
+        st = self._store
+        if st.progress(source, newest, caught_up):
+            st.see(newest, now)  # the stream's time is the newest over every raw partition
+            self._release_waiting(out)
+            self._advance(self._watermark_at(now), out, keep=True)
+        return out
+
+    def _release_waiting(self, out: list[Outcome], limit: int | None = None) -> None:
+        """Notifications the frontier has passed, in time order, as if they arrived now."""
+        st = self._store
+        left = RELEASE_LIMIT if limit is None else limit
+        frontier = st.frontier()
+        while left > 0 and st.waiting_head(frontier) is not None:
+            left -= 1
+            t, event = st.buffer_pop(waiting=True)
+            if event is None:
+                continue
+            _, rank, at_once = _place(event)
+            if at_once or t <= st.watermark:  # (the watermark passed it meanwhile: as late)
+                self._apply(event, t, out)
+            else:
+                self._arrive(event, t, rank, out)
+
+    def _arrive(self, event: InstanceEvent, t: int, rank: int, out: list[Outcome]) -> None:
+        """A notification without a vendor event id, in time: decided at once when its key is
+        consistent, else held in the reorder buffer until the watermark passes it."""
+        key = _order_key(event)
+        held = self._held_keys()
+        disorder = self._disorder(event, key, t, rank)
+        if disorder is None and held[key] == 0:
+            self._apply(event, t, out)
+            return
+        core = notification_core(event)
+        if not self._store.buffer_add(t, rank, _digest(core), encode_notification(core, event)):
+            self.counters["duplicate"] += 1
+            return
+        held[key] += 1
+        self.counters["reordered"] += 1
+        if disorder is not None:
+            self.counters[disorder] += 1
+
+    def _held_keys(self) -> Counter[str]:
+        """Order key -> notifications of it in the reorder buffer (made again after a restore
+        or a rollback, from the buffer itself)."""
+        held = self._held
+        if held is None:
+            held = self._held = Counter()
+            for bid, value in self._store.buffer.items():
+                if bid.endswith(WAITING):
+                    continue
+                try:
+                    held[_order_key(decode_notification(value))] += 1
+                except _DECODE_ERRORS:
+                    continue
+        return held
+
+    def _disorder(self, event: InstanceEvent, key: str, t: int, rank: int) -> str | None:
+        """None when deciding ``event`` now gives what event-time order gives: it is no older
+        than anything its key has decided or holds, and it opens nothing while the same
+        operation is open (a second opener means a missing end may still come). Otherwise the
+        evidence: ``contradicts_decision`` (older than an outcome its key emitted),
+        ``out_of_order`` or ``unpaired_state``."""
+        store = self._store
+        cur = event["current_state"]
+        if key.endswith("|"):  # an instance's lifecycle: the operations of every state
+            names: tuple[str, ...] = LIFECYCLE_OPS
+            opening = _OPENERS.get(cur.lower()) if cur is not None else None
+        else:
+            names = ("",)
+            opening = "" if rank == _RANK_START else None
+        for name in names:
+            marker = self._done.get(key + name)
+            if marker is not None and t <= marker.last:
+                if t in marker.spans():
+                    return None  # a redelivery of an end of a reported operation: a straggler
+                # Inside an operation already reported: in time order it would have been part
+                # of that decision.
+                return "contradicts_decision"
+            op = store.get(key + name)
+            if op is not None and (t < op.last_when or (
+                    name == opening and op.state is _STARTED and t != op.start_at)):
+                return "out_of_order"
+        if (opening is None and key.endswith("|") and event["previous_state"] is None
+                and cur is not None and self._open_lifecycle(key, cur.lower()) is None):
+            # A new state alone (Alibaba names no previous one) that closes nothing open would
+            # be reported on its own at once; the change that opened it may still come. It
+            # waits, as an end without its start would in its grace window.
+            return "unpaired_state"
+        return None
 
     def expire(self, now_ms: int | None = None) -> list[Outcome]:
         """Advance the watermark to processing time ``now_ms`` (default: the clock): release
         the buffered notifications and fire the deadlines it passes, forget expired markers."""
         now = self._wall = self._clock() if now_ms is None else now_ms
         out: list[Outcome] = []
+        self._release_waiting(out)  # what one release could not take (RELEASE_LIMIT)
         self._advance(self._watermark_at(now), out)
         self._keep_budget(out)  # a restored state can be over a budget made smaller
         return out
@@ -292,8 +441,11 @@ class Correlator:
         self._wall = self._clock()
         out: list[Outcome] = []
         st = self._store
+        for source, (newest, _) in list(st.sources.items()):
+            st.progress(source, newest, True)
+        self._release_waiting(out, limit=1 << 62)
         if st.max_time != NO_TIME:
-            self._advance(max(st.max_time, st.watermark), out, limit=1 << 62)
+            self._advance(max(st.max_time, st.watermark), out, limit=1 << 62, keep=True)
         return out
 
     def resume(self) -> None:
@@ -310,6 +462,7 @@ class Correlator:
         """Undo every change since the last commit point (the aborted batch): open operations,
         markers, buffered notifications and the watermark get their committed values back.
         Returns the number of keys restored; nothing is left to drain."""
+        self._held = None
         return self._store.rollback()
 
     @property
@@ -332,6 +485,7 @@ class Correlator:
         Produces no changes to drain. A record that cannot be read is skipped and counted
         (``restore_skipped``): one corrupt record must not keep a partition from starting.
         """
+        self._held = None
         self._store.restore(key, value)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
@@ -374,11 +528,23 @@ class Correlator:
         if anchor is None:  # restored or resumed: quiet time counts from here
             st.anchor = anchor = now
         idle = now - anchor if now > anchor else 0
-        return st.max_time + idle - self._lateness
+        w = st.max_time + idle
+        frontier = st.frontier()
+        if frontier is not None and frontier < w:
+            w = frontier  # a raw partition still behind may hold older notifications
+        w -= self._lateness
+        w = max(w, st.watermark)
+        self._seen_w = w
+        return w
 
-    def _advance(self, w: int, out: list[Outcome], limit: int | None = None) -> None:
+    def _advance(self, w: int, out: list[Outcome], limit: int | None = None, *,
+                 keep: bool = False) -> None:
         """Move the watermark to ``w``: buffered notifications and deadlines up to it, merged
         in time order (a notification at a deadline's time goes first).
+
+        The store keeps (and the changelog gets) the new watermark only when it decided
+        something, or with ``keep`` (input arrived): a quiet partition's advance that releases
+        nothing writes nothing, and a restart derives it again from the newest time kept.
 
         At most ``limit`` (default :data:`RELEASE_LIMIT`) of them: then the watermark stops
         just before the next one and the following call goes on, in the same order. A jump over
@@ -386,7 +552,8 @@ class Correlator:
         transaction of bounded size, instead of one that holds everything at once.
         """
         st = self._store
-        left = RELEASE_LIMIT if limit is None else limit
+        limit = RELEASE_LIMIT if limit is None else limit
+        left = limit
         while True:
             head = st.buffer_head(w)
             due = st.next_deadline(w)
@@ -403,8 +570,8 @@ class Correlator:
                 op = st.first_due()
                 assert op is not None
                 self._expire_op(op, op.deadline, out, evicted=None)
-        st.set_watermark(w)
-        st.expire_markers(st.watermark)
+        if st.expire_markers(w) or keep or left < limit:
+            st.set_watermark(w)
 
     def _apply(self, event: InstanceEvent, now: int, out: list[Outcome]) -> None:
         """Run one notification through the state machine at event time ``now``."""
@@ -758,6 +925,13 @@ class Correlator:
         """Apply the next buffered notification (one that cannot be read is dropped, counted)."""
         t, event = self._store.buffer_pop()
         if event is not None:
+            held = self._held
+            if held is not None:
+                key = _order_key(event)
+                if held[key] <= 1:
+                    del held[key]
+                else:
+                    held[key] -= 1
             self._apply(event, t, out)
 
     def _keep_budget(self, out: list[Outcome]) -> None:
@@ -782,6 +956,11 @@ class Correlator:
             elif st.buffer_head() is not None:
                 self.counters["released_early"] += 1
                 self._release(out)
+            elif st.waiting_head() is not None:
+                self.counters["released_early"] += 1
+                t, event = st.buffer_pop(waiting=True)
+                if event is not None:
+                    self._apply(event, t, out)
             elif st.forget_first():
                 self.counters["done_evicted"] += 1
             else:

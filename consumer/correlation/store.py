@@ -67,8 +67,16 @@ BUFFER_ENTRY_BYTES: Final = 130
 MARKER_BYTES: Final = 330
 """Memory of a finished-operation marker, key included."""
 
-Meta = tuple[int, int, int | None]
-"""(max event time seen, watermark, processing time when the max last advanced)."""
+WAITING: Final = "|f"
+"""Suffix of a buffered notification's id that waits for the upstream frontier, not for the
+watermark: released as soon as every raw partition has been normalized past its time."""
+
+Sources = dict[str, tuple[int, bool]]
+"""Upstream progress: raw partition -> (newest notification time normalized, caught up)."""
+
+Meta = tuple[int, int, int | None, Sources]
+"""(max event time seen, watermark, processing time when the max last advanced, upstream
+progress)."""
 
 _DECODE_ERRORS: Final = (orjson.JSONDecodeError, KeyError, ValueError, TypeError, IndexError)
 
@@ -81,9 +89,13 @@ class StateStore:
         """Every other open operation, as its changelog value."""
         self.done: dict[str, DoneMarker] = {}
         self.buffer: dict[str, bytes] = {}
-        """Buffered notifications: ``<t>|<rank>|<digest>`` -> compact encoding."""
+        """Buffered notifications: ``<t>|<rank>|<digest>`` (waiting for the watermark: a key that
+        showed disorder) or ``<t>|<rank>|<digest>|f`` (waiting for the upstream frontier) ->
+        compact encoding."""
         self.max_time = NO_TIME
         self.watermark = NO_TIME
+        self.sources: Sources = {}
+        self._frontier: int | None = NO_TIME  # cache of frontier(); NO_TIME: to compute
         self.anchor: int | None = None
         """Processing time when ``max_time`` last advanced (not persisted: after a restore the
         processing-time advance starts again from the first call)."""
@@ -102,6 +114,7 @@ class StateStore:
         """False while restored operations wait to be scheduled."""
         self._expiries = Timers(self._expiry_of)
         self._order = Timers(self._buffered_at)
+        self._waiting = Timers(self._buffered_at)
         # key -> whether the changelog holds a value for it; one map per prefix (no string
         # concatenation per change)
         self._dirty_pending: dict[str, bool] = {}
@@ -285,10 +298,14 @@ class StateStore:
         self._forget(self._expiries.pop())
         return True
 
-    def expire_markers(self, now: int) -> None:
+    def expire_markers(self, now: int) -> bool:
+        """Forget the markers expired by event time ``now``; whether there were any."""
         expiries = self._expiries
+        forgot = False
         while expiries.peek(now) is not None:
             self._forget(expiries.pop())
+            forgot = True
+        return forgot
 
     def _expiry_of(self, key: str) -> int | None:
         marker = self.done.get(key)
@@ -312,9 +329,11 @@ class StateStore:
 
     # -- the reorder buffer and the watermark ----------------------------------------------
 
-    def buffer_add(self, t: int, rank: int, digest: str, value: bytes) -> bool:
-        """Buffer a notification; False when the same notification is already buffered."""
-        bid = f"{t}|{rank}|{digest}"
+    def buffer_add(self, t: int, rank: int, digest: str, value: bytes, *,
+                   waiting: bool = False) -> bool:
+        """Buffer a notification until the watermark passes it (``waiting``: until the upstream
+        frontier does); False when the same notification is already buffered."""
+        bid = f"{t}|{rank}|{digest}{WAITING if waiting else ''}"
         if bid in self.buffer:
             return False
         if bid not in self._dirty_buffer:
@@ -331,8 +350,11 @@ class StateStore:
             self._buffer_bytes -= len(old) + len(bid) + BUFFER_ENTRY_BYTES
         self.buffer[bid] = value
         self._buffer_bytes += len(value) + len(bid) + BUFFER_ENTRY_BYTES
-        self._order.add(bid, t)
-        self._order.compact(len(self.buffer), self._all_buffered)
+        if bid.endswith(WAITING):
+            self._waiting.add(bid, t)
+        else:
+            self._order.add(bid, t)
+        self._compact_buffer()
 
     def _buffer_pop(self, bid: str) -> bytes | None:
         value = self.buffer.pop(bid, None)
@@ -340,8 +362,12 @@ class StateStore:
             self._buffer_bytes -= len(value) + len(bid) + BUFFER_ENTRY_BYTES
             # A restore reads a burst's entries, then their tombstones: the timers must not keep
             # a million released ids alive.
-            self._order.compact(len(self.buffer), self._all_buffered)
+            self._compact_buffer()
         return value
+
+    def _compact_buffer(self) -> None:
+        self._order.compact(len(self.buffer), self._all_buffered)
+        self._waiting.compact(len(self.buffer), self._all_waiting)
 
     def _buffered_at(self, bid: str) -> int | None:
         """Release time of a buffered notification. Within one time the id orders by rank
@@ -350,16 +376,27 @@ class StateStore:
 
     def _all_buffered(self) -> Iterator[tuple[str, int]]:
         for bid in self.buffer:
-            yield bid, _bid_time(bid)
+            if not bid.endswith(WAITING):
+                yield bid, _bid_time(bid)
+
+    def _all_waiting(self) -> Iterator[tuple[str, int]]:
+        for bid in self.buffer:
+            if bid.endswith(WAITING):
+                yield bid, _bid_time(bid)
 
     def buffer_head(self, until: int | None = None) -> int | None:
-        """Event time of the next notification to release, if it is at most ``until``."""
+        """Event time of the next notification the watermark releases, if at most ``until``."""
         return self._order.peek(until)
 
-    def buffer_pop(self) -> tuple[int, InstanceEvent | None]:
-        """The next notification in release order; call after :meth:`buffer_head` said one is.
-        None: its restored value could not be read (counted ``restore_skipped``, dropped)."""
-        bid = self._order.pop()
+    def waiting_head(self, until: int | None = None) -> int | None:
+        """Event time of the next notification the frontier releases, if at most ``until``."""
+        return self._waiting.peek(until)
+
+    def buffer_pop(self, *, waiting: bool = False) -> tuple[int, InstanceEvent | None]:
+        """The next notification in release order; call after :meth:`buffer_head` (or, with
+        ``waiting``, :meth:`waiting_head`) said one is. None: its restored value could not be
+        read (counted ``restore_skipped``, dropped)."""
+        bid = (self._waiting if waiting else self._order).pop()
         value = self._buffer_pop(bid)
         assert value is not None
         if bid not in self._dirty_buffer:
@@ -374,21 +411,44 @@ class StateStore:
         return _bid_time(bid), event
 
     def _meta_changing(self) -> None:
-        self._dirty_meta = True
         if self._pre_meta is None:
-            self._pre_meta = (self.max_time, self.watermark, self.anchor)
+            self._pre_meta = (self.max_time, self.watermark, self.anchor, dict(self.sources))
 
     def see(self, t: int, now: int) -> None:
         """A notification of event time ``t`` arrived at processing time ``now``."""
         if t > self.max_time:
             self._meta_changing()
+            self._dirty_meta = True
             self.max_time = t
             self.anchor = now
 
     def set_watermark(self, w: int) -> None:
         if w > self.watermark:
             self._meta_changing()
+            self._dirty_meta = True
             self.watermark = w
+
+    def progress(self, source: str, t: int, caught_up: bool) -> bool:
+        """Upstream progress of one raw partition; True when it changed anything."""
+        old = self.sources.get(source)
+        if old is not None:
+            t = max(t, old[0])
+            if old == (t, caught_up):
+                return False
+        self._meta_changing()
+        self._dirty_meta = True
+        self.sources[source] = (t, caught_up)
+        self._frontier = NO_TIME
+        return True
+
+    def frontier(self) -> int | None:
+        """Event time up to which every raw partition heard of has been normalized (None: all
+        caught up, no bound): the oldest newest-time of the partitions still behind."""
+        f = self._frontier
+        if f == NO_TIME:
+            behind = [t for t, caught_up in self.sources.values() if not caught_up]
+            f = self._frontier = min(behind) if behind else None
+        return f
 
     def resume(self) -> None:
         """Restart the processing-time advance of the watermark from the next call."""
@@ -438,7 +498,8 @@ class StateStore:
                 self._buffer_put(bid, value)
         if self._pre_meta is not None:
             n += 1
-            self.max_time, self.watermark, self.anchor = self._pre_meta
+            self.max_time, self.watermark, self.anchor, self.sources = self._pre_meta
+            self._frontier = NO_TIME
         self._pre_pending, self._pre_done, self._pre_buffer = {}, {}, {}
         self._pre_meta = None
         self._thawed_tally.clear()
@@ -487,7 +548,10 @@ class StateStore:
             elif stored:
                 out.append((BUFFER_PREFIX + bid, None))
         if self._dirty_meta:
-            out.append((WATERMARK_KEY, orjson.dumps({"max": self.max_time, "w": self.watermark})))
+            meta: dict[str, Any] = {"max": self.max_time, "w": self.watermark}
+            if self.sources:
+                meta["src"] = self.sources
+            out.append((WATERMARK_KEY, orjson.dumps(meta)))
         self._dirty_pending = {}
         self._dirty_done = {}
         self._dirty_buffer = {}
@@ -526,6 +590,8 @@ class StateStore:
             elif ckey == WATERMARK_KEY and value is not None:
                 d = orjson.loads(value)
                 self.max_time, self.watermark = int(d["max"]), int(d["w"])
+                self.sources = {src: (int(t), bool(c)) for src, (t, c) in d.get("src", {}).items()}
+                self._frontier = NO_TIME
                 self.anchor = None
             else:
                 self._counters["restore_skipped"] += 1
@@ -592,6 +658,8 @@ class StateStore:
                      for k, v in self.buffer.items()})
         if self.max_time != NO_TIME:
             snap[WATERMARK_KEY] = {"max": self.max_time, "w": self.watermark}
+            if self.sources:
+                snap[WATERMARK_KEY]["src"] = {k: list(v) for k, v in self.sources.items()}
         return snap
 
 
