@@ -54,7 +54,8 @@ def normalize_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
         encode, settings.normalized_topic,
         DeadLetters(settings.dlq_topic, "normalize",
                     max_record_bytes(settings, settings.dlq_topic), metrics),
-        metrics, max_record_bytes(settings, settings.normalized_topic))
+        metrics, max_record_bytes(settings, settings.normalized_topic),
+        normalized_partitions=partition_count(settings, settings.normalized_topic))
     return StageLoop(settings, processor, settings.raw_topics, settings.normalize_group,
                      metrics, health)
 

@@ -63,6 +63,9 @@ class _Counting:
     def tick(self, emit: Any) -> None:
         self.inner.tick(emit)
 
+    def report_progress(self, caught_up: Any, emit: Any) -> None:
+        self.inner.report_progress(caught_up, emit)
+
     def process(self, messages: Sequence[Message], emit: Any) -> None:
         if messages and self.first.value == 0.0:
             self.first.value = time.perf_counter()
@@ -92,6 +95,9 @@ class _Passthrough:
         return
 
     def tick(self, emit: Any) -> None:
+        return
+
+    def report_progress(self, caught_up: Any, emit: Any) -> None:
         return
 
     def process(self, messages: Sequence[Message], emit: Any) -> None:

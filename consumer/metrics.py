@@ -159,8 +159,19 @@ class Metrics:
         self.anomalies = Counter(
             "vmevents_correlator_anomalies",
             "Messy-stream cases the correlator handled: duplicate, straggler, late, late_completion, "
-            "superseded, orphan_end, clock_skew, evicted, conflicting_end, restore_skipped, ...",
+            "superseded, orphan_end, clock_skew, evicted, conflicting_end, restore_skipped, "
+            "reordered (a key's notification out of time order: held for the watermark), "
+            "contradicts_decision (older than an outcome its key already emitted), ...",
             ["kind"], registry=r)
+        self.progress_marks = Counter(
+            "vmevents_progress_marks",
+            "Progress marks the normalize stage wrote to the normalized partitions (how far each "
+            "raw partition is normalized; written only when that changed).", registry=r)
+        self.frontier_lag = Gauge(
+            "vmevents_correlate_frontier_lag_seconds",
+            "Newest notification time of the partition minus the time every raw partition has "
+            "been normalized to: how far the slowest upstream partition holds decisions back "
+            "(0: every raw partition caught up).", ["partition"], registry=r)
         self.consumer_lag = Gauge(
             "vmevents_consumer_lag",
             "Records between the stage's consumed position and the partition's end "

@@ -235,6 +235,9 @@ class Aligner(Generic[R]):
             self.idle_expired += 1
         return False
 
+    def partitions(self) -> list[Partition]:
+        return list(self._queues)
+
     def drained(self) -> list[Partition]:
         """Assigned partitions with nothing buffered: everything consumed from them is released."""
         return [q.key for q in self._queues.values() if not q.items]
@@ -257,12 +260,18 @@ class ConsumerAlignment:
         self.aligner: Aligner[Message] = Aligner(max_idle_ms, max_buffered)
         self.on_idle_expired = on_idle_expired
         self._reported = 0
+        self._committed: dict[Partition, int] = {}
+        """Committed offsets of assigned partitions read from their end (no position yet)."""
 
     def assign(self, partitions: Sequence[TopicPartition]) -> None:
         self.aligner.assign((p.topic, p.partition) for p in partitions)
+        for p in partitions:
+            self._committed.pop((p.topic, p.partition), None)
 
     def revoke(self, consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
         """Drop their buffers; resume the paused ones so a later assignment starts unpaused."""
+        for p in partitions:
+            self._committed.pop((p.topic, p.partition), None)
         paused = self.aligner.revoke((p.topic, p.partition) for p in partitions)
         self._resume(consumer, paused)
 
@@ -282,19 +291,43 @@ class ConsumerAlignment:
         if to_pause:
             consumer.pause([TopicPartition(t, p) for t, p in to_pause])
 
-        def may_have_data(key: Partition) -> bool:
-            tp = TopicPartition(*key)
-            _, high = consumer.get_watermark_offsets(tp, cached=True)
-            if high < 0:
-                return True  # no fetch answered yet: unknown, so wait (bounded)
-            position = consumer.position([tp])[0].offset
-            return position < 0 or position < high
-
-        out, resume = aligner.release(limit, may_have_data)
+        out, resume = aligner.release(limit, lambda key: _may_have_data(consumer, key))
         self._resume(consumer, resume)
         if aligner.idle_expired != self._reported:
             self.on_idle_expired(aligner.idle_expired - self._reported)
             self._reported = aligner.idle_expired
+        return out
+
+    def caught_up(self, consumer: Consumer) -> dict[Partition, bool]:
+        """Each assigned partition: whether everything consumed from it is released and the
+        consumer has nothing left to read in it (its position is at its high watermark).
+
+        A partition assigned at its end has no position until a record arrives: its committed
+        offset stands in, asked once per assignment (a partition left at its end by a killed
+        owner would otherwise look behind for ever).
+        """
+        from confluent_kafka import KafkaException, TopicPartition
+
+        keys = self.aligner.partitions()
+        tps = [TopicPartition(*key) for key in keys]
+        positions = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(tps)}
+        unknown = [TopicPartition(*key) for key in keys
+                   if positions.get(key, -1) < 0 and key not in self._committed]
+        if unknown:
+            try:
+                for tp in consumer.committed(unknown, timeout=2.0):
+                    if tp.offset >= 0:
+                        self._committed[(tp.topic, tp.partition)] = tp.offset
+            except KafkaException:
+                pass  # asked again at the next batch
+        drained = set(self.aligner.drained())
+        out = {}
+        for key in keys:
+            _, high = consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
+            position = positions.get(key, -1)
+            if position < 0:
+                position = self._committed.get(key, -1)
+            out[key] = key in drained and high >= 0 and position >= high
         return out
 
     def offsets(self, consumer: Consumer) -> list[TopicPartition]:
@@ -318,3 +351,15 @@ class ConsumerAlignment:
             from confluent_kafka import TopicPartition
 
             consumer.resume([TopicPartition(t, p) for t, p in keys])
+
+
+def _may_have_data(consumer: Consumer, key: Partition) -> bool:
+    """Whether the consumer's position in ``key`` may be short of its end (unknown: yes)."""
+    from confluent_kafka import TopicPartition
+
+    tp = TopicPartition(*key)
+    _, high = consumer.get_watermark_offsets(tp, cached=True)
+    if high < 0:
+        return True  # no fetch answered yet: unknown, so wait (bounded)
+    position = consumer.position([tp])[0].offset
+    return position < 0 or position < high

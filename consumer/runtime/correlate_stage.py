@@ -47,8 +47,10 @@ from consumer.correlation.state import PENDING_PREFIX
 from consumer.correlator import UNKNOWN_OPERATION, Correlator, CorrelatorConfig, Outcome
 from consumer.metrics import Metrics
 from consumer.model import InstanceEvent
+from consumer.runtime.alignment import Partition
 from consumer.runtime.deadletter import KAFKA_DEFAULT_MAX_MESSAGE_BYTES, DeadLetters
 from consumer.runtime.loop import Emit
+from consumer.runtime.marks import read_mark
 from consumer.serde import Decoder, Encoder, SerdeError
 
 log = structlog.get_logger(__name__)
@@ -197,6 +199,9 @@ class CorrelateProcessor:
         for correlator in self.correlators.values():
             correlator.resume()
 
+    def report_progress(self, caught_up: Callable[[], dict[Partition, bool]], emit: Emit) -> None:
+        return  # nothing downstream waits for this stage's progress
+
     def on_abort(self, consumer: Consumer) -> None:
         """Undo the aborted batch in memory: only the correlators and keys it touched."""
         rolled: dict[int, int] = {}
@@ -223,6 +228,13 @@ class CorrelateProcessor:
             correlator = self.correlators.get(partition)
             if correlator is None:  # revoked between consume and process: not ours any more
                 continue
+            if msg.value() is None:
+                entries = read_mark(msg.headers())
+                if entries is not None:  # upstream progress, see consumer.runtime.marks
+                    for source, newest, caught_up in entries:
+                        outcomes.extend(correlator.progress(source, newest, caught_up))
+                    touched.add(partition)
+                    continue
             try:
                 event: InstanceEvent = decode(msg.value() or b"")  # type: ignore[assignment]
             except SerdeError as exc:
@@ -352,6 +364,7 @@ class CorrelateProcessor:
         watermark = correlator.watermark
         if watermark is not None:
             self.metrics.watermark.labels(label).set(watermark / 1000.0)
+        self.metrics.frontier_lag.labels(label).set(correlator.frontier_lag / 1000.0)
 
 
 class ChangelogRestore:

@@ -51,7 +51,7 @@ from consumer.errors import KafkaRuntimeError, TransientError
 from consumer.http import Health
 from consumer.logs import kafka_logger
 from consumer.metrics import Metrics
-from consumer.runtime.alignment import ConsumerAlignment
+from consumer.runtime.alignment import ConsumerAlignment, Partition
 from consumer.runtime.clients import consumer_conf, producer_conf, wrap
 from consumer.runtime.deadline import CallOverran, Stopping, call_with_deadline
 from consumer.runtime.lag import LagMonitor
@@ -101,6 +101,10 @@ class Processor(Protocol):
     def on_resume(self) -> None:
         """The stage was stalled (broker unreachable, a dependency down) and runs again: the
         stall was not quiet input (event-time watermarks must not count it as such)."""
+
+    def report_progress(self, caught_up: Callable[[], dict[Partition, bool]], emit: Emit) -> None:
+        """At the end of a batch: say how far the input is read (``caught_up()``: each assigned
+        input partition, whether everything in it up to its end is processed)."""
 
     def restore(self, consumer: Consumer) -> bool:
         """A slice of state restoration for partitions assigned (and paused) by ``on_assign``.
@@ -318,7 +322,10 @@ class StageLoop:
             while True:
                 try:
                     if headers is not None:
-                        produce(topic, value, key, headers=headers)
+                        if partition >= 0:
+                            produce(topic, value, key, partition, headers=headers)
+                        else:
+                            produce(topic, value, key, headers=headers)
                     elif partition >= 0:
                         produce(topic, value, key, partition)
                     else:
@@ -342,6 +349,7 @@ class StageLoop:
                 try:
                     self.processor.process(records, emit)
                     self.processor.tick(emit)
+                    self.processor.report_progress(lambda: self.align.caught_up(consumer), emit)
                 except KafkaException as exc:  # produce() refused: the transaction is in error
                     err = wrap(exc, "produce")
                     txn.fail(err)
@@ -374,6 +382,7 @@ class StageLoop:
             try:
                 self.processor.process(records, emit)
                 self.processor.tick(emit)
+                self.processor.report_progress(lambda: self.align.caught_up(consumer), emit)
             except TransientError as exc:
                 self._rewind(consumer, txn)
                 self.processor.on_abort(consumer)

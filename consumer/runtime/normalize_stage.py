@@ -8,17 +8,20 @@ normalized topic are dead letters, sized to fit the DLQ topic (:mod:`consumer.ru
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from consumer.correlation.engine import notification_time
 from consumer.errors import OutOfScope, PayloadTooLarge, RejectedEvent
 from consumer.metrics import Metrics
 from consumer.model import SourceRef, event_key
 from consumer.normalization import Normalizer
+from consumer.runtime.alignment import Partition
 from consumer.runtime.deadletter import DeadLetters, record_size, usable_bytes
 from consumer.runtime.loop import Emit
+from consumer.runtime.marks import NOTHING_YET, ProgressMarks
 from consumer.serde import Encoder
 
 log = structlog.get_logger(__name__)
@@ -37,22 +40,30 @@ class NormalizeProcessor:
     stage = STAGE
 
     def __init__(self, normalizer: Normalizer, encode: Encoder, normalized_topic: str,
-                 dead_letters: DeadLetters, metrics: Metrics, max_output_bytes: int) -> None:
+                 dead_letters: DeadLetters, metrics: Metrics, max_output_bytes: int,
+                 normalized_partitions: int = 0) -> None:
+        """``normalized_partitions``: the partitions of the normalized topic, each of which
+        gets the progress marks (0: none are written, for a reader that needs none)."""
         self.normalizer = normalizer
         self.encode = encode
         self.normalized_topic = normalized_topic
         self.dead_letters = dead_letters
         self.metrics = metrics
         self.output_budget = usable_bytes(max_output_bytes)
+        self.marks = ProgressMarks(normalized_topic, normalized_partitions)
 
     def on_assign(self, consumer: Consumer, partitions: Sequence[TopicPartition]) -> None:
-        return
+        self.marks.assigned((p.topic, p.partition) for p in partitions)
 
     def on_revoke(self, partitions: Sequence[TopicPartition]) -> None:
-        return
+        self.marks.forget((p.topic, p.partition) for p in partitions)
 
     def on_abort(self, consumer: Consumer) -> None:
-        return
+        self.marks.rollback()
+
+    def report_progress(self, caught_up: Callable[[], dict[Partition, bool]], emit: Emit) -> None:
+        if self.marks.partitions:
+            self.metrics.progress_marks.inc(self.marks.emit(caught_up, emit))
 
     def restore(self, consumer: Consumer) -> bool:
         return True
@@ -68,6 +79,9 @@ class NormalizeProcessor:
         encode = self.encode
         out_topic = self.normalized_topic
         budget = self.output_budget
+        saw = self.marks.saw
+        if self.marks.partitions:
+            self.metrics.progress_marks.inc(self.marks.announce(emit))
         labels: list[tuple[str | None, str, str]] = []  # counted once per batch, in C
         unknown: Counter[str] = Counter()
         skipped: Counter[tuple[str, str]] = Counter()
@@ -93,8 +107,12 @@ class NormalizeProcessor:
                 continue
             source: SourceRef = {"topic": msg.topic() or "", "partition": msg.partition() or 0,
                                  "offset": msg.offset() or 0}
+            newest = NOTHING_YET
             for event in events:
                 event["source"] = source
+                t = notification_time(event)
+                newest = max(newest, t)
+            saw((source["topic"], source["partition"]), newest)
             try:
                 values = [encode(event) for event in events]
             except (ValueError, TypeError, OverflowError) as exc:  # an adapter bug, not the input's
