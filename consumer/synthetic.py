@@ -241,8 +241,8 @@ def messy_backlog(*, instances: int = 10_000, seed: int = 15, partitions: int = 
             seq += 1
             if jd:
                 end = t + secs(5, 900)
-                note(t, _jd("SystemFailure.Reboot", "Executing", instance, t, region, 2 * seq))
-                note(end, _jd("SystemFailure.Reboot", "Executed", instance, end, region,
+                note(t, jd_notification("SystemFailure.Reboot", "Executing", instance, t, region, 2 * seq))
+                note(end, jd_notification("SystemFailure.Reboot", "Executed", instance, end, region,
                               2 * seq + 1), end=True)
                 kinds["jd failure.reboot"] += 1
                 t = end
@@ -265,12 +265,12 @@ def messy_backlog(*, instances: int = 10_000, seed: int = 15, partitions: int = 
             start = t
             if kind == "maintenance":
                 start = t + secs(600, 3600)  # notBefore: the announced start
-                note(t, _aliyun(code, "Scheduled", instance, t, t, region, 3 * seq, event_id,
+                note(t, aliyun_notification(code, "Scheduled", instance, t, t, region, 3 * seq, event_id,
                                 start))
                 ending = rng.choices(("Executed", "Failed", "Canceled", "Avoided"), (6, 1, 2, 1))[0]
                 if ending in ("Canceled", "Avoided"):
                     final = t + secs(1, int((start - t).total_seconds()) - 1)
-                    note(final, _aliyun(code, ending, instance, final, start, region,
+                    note(final, aliyun_notification(code, ending, instance, final, start, region,
                                         3 * seq + 1, event_id, start), end=True)
                     kinds[f"aliyun {code} {ending}"] += 1
                     t = start
@@ -278,9 +278,9 @@ def messy_backlog(*, instances: int = 10_000, seed: int = 15, partitions: int = 
             else:
                 ending = "Executed"
             end = start + secs(5, 900)
-            note(start, _aliyun(code, "Executing", instance, start, start, region, 3 * seq + 1,
+            note(start, aliyun_notification(code, "Executing", instance, start, start, region, 3 * seq + 1,
                                 event_id))
-            note(end, _aliyun(code, ending, instance, end, start, region, 3 * seq + 2,
+            note(end, aliyun_notification(code, ending, instance, end, start, region, 3 * seq + 2,
                               event_id), end=True)
             kinds[f"aliyun {code} {ending}"] += 1
             t = end
