@@ -303,8 +303,9 @@ class ConsumerAlignment:
         consumer has nothing left to read in it (its position is at its high watermark).
 
         A partition assigned at its end has no position until a record arrives: its committed
-        offset stands in, asked once per assignment (a partition left at its end by a killed
-        owner would otherwise look behind for ever).
+        offset (or, with none, its first offset) stands in, asked once per assignment (an empty
+        partition, or one left at its end by a killed owner, would otherwise look behind for
+        ever).
         """
         from confluent_kafka import KafkaException, TopicPartition
 
@@ -316,8 +317,10 @@ class ConsumerAlignment:
         if unknown:
             try:
                 for tp in consumer.committed(unknown, timeout=2.0):
-                    if tp.offset >= 0:
-                        self._committed[(tp.topic, tp.partition)] = tp.offset
+                    key = (tp.topic, tp.partition)
+                    if tp.offset < 0:  # nothing committed: read from the start (earliest)
+                        tp.offset = consumer.get_watermark_offsets(tp, timeout=2.0)[0]
+                    self._committed[key] = tp.offset
             except KafkaException:
                 pass  # asked again at the next batch
         drained = set(self.aligner.drained())
