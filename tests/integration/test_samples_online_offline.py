@@ -12,14 +12,10 @@ time offline), ``sources`` (Kafka coordinates, online only), ``notification_ids`
 ``attributes`` (gathered from the notifications an operation absorbed, which depend on which of
 its duplicates and stragglers arrived before it was decided).
 
-The one allowed difference, asserted to be exactly that: an operation that offline times out
-because the end of the input moves the watermark to the file's newest event time, and that
-online is still open (on the open-operations topic) because its partition's watermark has not
-reached its deadline yet: an Alibaba maintenance notice of 2019 in a partition whose newest
-event is of 2021, an AWS notice of 2016 alone in its partition. Online it times out hours later
-(deadline = the watermark at its late arrival + its timeout, or its partition's own time +
-timeout), with the same record; the watermark that follows the upstream progress (issue #15,
-point 2) is what makes it prompt.
+No difference is allowed: an operation that offline times out because the end of the input
+moves the watermark to the file's newest event time times out online too, because the
+correlator's stream time is the newest over every raw partition (the normalize stage's progress
+marks), not its own partition's, even where its partition holds only an old notice.
 """
 
 from __future__ import annotations
@@ -65,27 +61,11 @@ def comparable(outcome: dict[str, Any], ts_fields: frozenset[str]) -> bytes:
     return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
 
 
-def op_key(record: bytes) -> str:
-    o = orjson.loads(record)
-    eid = o["vendor_event_id"]
-    base = f"{o['vendor']}|{o['instance_id']}|{o['vendor_event_code']}"
-    return base if eid is None else f"{base}|{eid}"
-
-
 def offline(sample: Path, ts_fields: frozenset[str]) -> Counter[bytes]:
     env = stage_env("127.0.0.1:1", VMEVENTS_CORRELATE_ALLOWED_LATENESS=LATENESS)
     run = subprocess.run([sys.executable, "-m", "consumer.cli", "correlate", str(sample)],
                          capture_output=True, check=True, cwd=ROOT, timeout=120, env=env)
     return Counter(comparable(orjson.loads(line), ts_fields) for line in run.stdout.splitlines())
-
-
-def open_now(bootstrap: str, topic: str) -> set[str]:
-    """Operation keys whose latest record on the compacted open-operations topic is not a
-    tombstone."""
-    latest: dict[bytes, bool] = {}
-    for m in read_all(bootstrap, [topic], settle=1, timeout=20):
-        latest[m.key() or b""] = m.value() is not None
-    return {key.decode() for key, is_open in latest.items() if is_open}
 
 
 @pytest.mark.parametrize(("sample", "again"), [
@@ -137,7 +117,6 @@ def test_sample_online_equals_offline(kafka_stack: Any, tmp_path: Path, sample: 
             if sum(online.values()) != seen:
                 seen, last_change = sum(online.values()), time.monotonic()
             time.sleep(0.5)
-        still_open = open_now(bootstrap, open_topic)
     finally:
         for proc in stages:
             proc.terminate()
@@ -146,14 +125,9 @@ def test_sample_online_equals_offline(kafka_stack: Any, tmp_path: Path, sample: 
 
     extra, missing = online - expected, expected - online
     assert not extra, f"online only: {sorted(extra)}"
-    # Offline timed out at the end of the input; online the same operation is still open.
-    waiting = Counter({r: n for r, n in missing.items()
-                       if orjson.loads(r)["outcome"] == "timed_out" and op_key(r) in still_open})
-    assert missing == waiting, f"offline only: {sorted(missing - waiting)}"
+    assert not missing, f"offline only: {sorted(missing)}"
     print(f"\n{sample.name}: {sum(online.values())} outcomes equal offline after "
-          f"{time.monotonic() - started:.0f} s; "
-          f"{sum(waiting.values())} timed out offline, still open online: "
-          f"{sorted(op_key(r) for r in waiting)}")
+          f"{time.monotonic() - started:.0f} s")
     assert [p.returncode for p in stages] == [0, 0], log.read_text()[-3000:]
     if again and sample.name in _first_run:
         assert online == _first_run[sample.name]  # make run twice: the same outcomes
