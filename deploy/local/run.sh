@@ -11,8 +11,9 @@ PY=${PY:-.venv/bin/python}
 VMEVENTS=${VMEVENTS:-.venv/bin/vmevents}
 STATE=${STACK_DIR:-.stack}
 PORT=${VMEVENTS_METRICS_PORT:-8080}
-# A replayed file arrives in seconds and then nothing: with the production lateness (10 min) the
-# last JD pairs would wait 10 min of quiet before the watermark releases them. 30 s shows them.
+# In-order pairs are decided at once; the seed documents' examples are years apart and out of
+# order, so their keys wait for the watermark: with the production lateness (10 min) that is 10 min
+# of quiet after the replay. 30 s shows them.
 export VMEVENTS_CORRELATE_ALLOWED_LATENESS=${VMEVENTS_CORRELATE_ALLOWED_LATENESS:-30s}
 
 if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then

@@ -100,6 +100,24 @@ def read_all(bootstrap: str, topics: list[str], *, expected: int | None = None,
     return out
 
 
+def fresh_stage_topics(bootstrap: str, partitions: int) -> dict[str, str]:
+    """A fresh set of the stages' topics (raw, normalized, DLQ, compacted changelog and
+    open-operations) and groups; returns the settings that name them, for :func:`stage_env`."""
+    names = {"VMEVENTS_RAW_TOPICS": unique("raw"), "VMEVENTS_NORMALIZED_TOPIC": unique("normalized"),
+             "VMEVENTS_DLQ_TOPIC": unique("dlq"), "VMEVENTS_CHANGELOG_TOPIC": unique("changelog"),
+             "VMEVENTS_OPEN_OPERATIONS_TOPIC": unique("open"),
+             "VMEVENTS_OUTCOME_TOPIC_PREFIX": f"{unique('out')}.",
+             "VMEVENTS_NORMALIZE_GROUP": unique("norm"), "VMEVENTS_CORRELATE_GROUP": unique("corr"),
+             "VMEVENTS_TOPIC_PARTITIONS": str(partitions)}
+    create_topics(bootstrap, {names["VMEVENTS_RAW_TOPICS"]: partitions,
+                              names["VMEVENTS_NORMALIZED_TOPIC"]: partitions,
+                              names["VMEVENTS_DLQ_TOPIC"]: 1})
+    create_topics(bootstrap, {names["VMEVENTS_CHANGELOG_TOPIC"]: partitions,
+                              names["VMEVENTS_OPEN_OPERATIONS_TOPIC"]: partitions},
+                  {"cleanup.policy": "compact"})
+    return names
+
+
 def stage_env(bootstrap: str, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("VMEVENTS_", "KAFKA_", "SCHEMA_REGISTRY_"))}

@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient
 
 from consumer.synthetic import aliyun_notification, jd_notification
 from tests.integration.kafkatools import (
-    create_topics,
+    fresh_stage_topics,
     produce,
     read_all,
     stage_env,
@@ -52,16 +52,8 @@ def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]
 def test_pairs_decided_at_once_then_an_idle_stage_writes_nothing(kafka_stack: Any,
                                                                  tmp_path: Path) -> None:
     bootstrap = kafka_stack.bootstrap
-    raw, normalized, dlq = unique("raw"), unique("normalized"), unique("dlq")
-    changelog, open_topic, prefix = unique("changelog"), unique("open"), f"{unique('out')}."
-    create_topics(bootstrap, {raw: PARTITIONS, normalized: PARTITIONS, dlq: 1})
-    create_topics(bootstrap, {changelog: PARTITIONS, open_topic: PARTITIONS},
-                  {"cleanup.policy": "compact"})
-    common = {"VMEVENTS_RAW_TOPICS": raw, "VMEVENTS_NORMALIZED_TOPIC": normalized,
-              "VMEVENTS_DLQ_TOPIC": dlq, "VMEVENTS_CHANGELOG_TOPIC": changelog,
-              "VMEVENTS_OPEN_OPERATIONS_TOPIC": open_topic,
-              "VMEVENTS_OUTCOME_TOPIC_PREFIX": prefix,
-              "VMEVENTS_NORMALIZE_GROUP": unique("norm"), "VMEVENTS_CORRELATE_GROUP": unique("corr")}
+    common = fresh_stage_topics(bootstrap, PARTITIONS)
+    raw, prefix = common["VMEVENTS_RAW_TOPICS"], common["VMEVENTS_OUTCOME_TOPIC_PREFIX"]
     log = tmp_path / "stages.log"
     stages = [start_stage(stage, stage_env(bootstrap, **common), log)
               for stage in ("normalize", "correlate")]
@@ -104,7 +96,8 @@ def test_pairs_decided_at_once_then_an_idle_stage_writes_nothing(kafka_stack: An
 
         # Then silence: nothing written by either stage over a quiet minute.
         time.sleep(3)  # the batch that wrote the last outcome has committed its marker
-        watched = [changelog, normalized, open_topic, *outcome_topics(bootstrap, prefix)]
+        watched = [common["VMEVENTS_CHANGELOG_TOPIC"], common["VMEVENTS_NORMALIZED_TOPIC"],
+                   common["VMEVENTS_OPEN_OPERATIONS_TOPIC"], *outcome_topics(bootstrap, prefix)]
         before = end_offsets(bootstrap, watched)
         time.sleep(QUIET_S)
         after = end_offsets(bootstrap, watched)

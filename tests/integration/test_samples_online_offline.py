@@ -35,7 +35,7 @@ from consumer.jsonout import timestamp_fields, to_json_line
 from consumer.serde import Decoder, load_schemas
 from tests.integration.kafkatools import (
     ROOT,
-    create_topics,
+    fresh_stage_topics,
     read_all,
     stage_env,
     start_stage,
@@ -80,18 +80,9 @@ def test_sample_online_equals_offline(kafka_stack: Any, tmp_path: Path, sample: 
     ts_fields = timestamp_fields(schemas["OperationOutcome"].raw)
     decoder = Decoder(schemas)
 
-    raw, normalized, dlq = unique("raw"), unique("normalized"), unique("dlq")
-    changelog, open_topic, prefix = unique("changelog"), unique("open"), f"{unique('out')}."
-    create_topics(bootstrap, {raw: PARTITIONS, normalized: PARTITIONS, dlq: 1})
-    create_topics(bootstrap, {changelog: PARTITIONS, open_topic: PARTITIONS},
-                  {"cleanup.policy": "compact"})
-    common = {"VMEVENTS_RAW_TOPICS": raw, "VMEVENTS_NORMALIZED_TOPIC": normalized,
-              "VMEVENTS_DLQ_TOPIC": dlq, "VMEVENTS_CHANGELOG_TOPIC": changelog,
-              "VMEVENTS_OPEN_OPERATIONS_TOPIC": open_topic,
-              "VMEVENTS_OUTCOME_TOPIC_PREFIX": prefix,
-              "VMEVENTS_TOPIC_PARTITIONS": str(PARTITIONS),
-              "VMEVENTS_NORMALIZE_GROUP": unique("norm"), "VMEVENTS_CORRELATE_GROUP": unique("corr"),
+    common = {**fresh_stage_topics(bootstrap, PARTITIONS),
               "VMEVENTS_CORRELATE_ALLOWED_LATENESS": LATENESS}
+    prefix = common["VMEVENTS_OUTCOME_TOPIC_PREFIX"]
     subprocess.run([sys.executable, "-m", "consumer.cli", "replay", str(sample)], check=True,
                    cwd=ROOT, timeout=60, env=stage_env(bootstrap, **common),
                    capture_output=True)
