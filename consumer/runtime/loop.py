@@ -249,7 +249,7 @@ class StageLoop:
             timeout = s.batch_timeout_ms / 1000.0
             while not stop.is_set():
                 self.health.tick()
-                messages = consumer.consume(s.batch_size, timeout)
+                messages = self._consume(consumer, s.batch_size, timeout)
                 if self._restoring:
                     self._restoring = not self.processor.restore(consumer)
                     if not self._restoring:
@@ -264,6 +264,23 @@ class StageLoop:
             log.info("stop requested while waiting for the broker", stage=self.stage)
         finally:
             self._shutdown(consumer, txn, call_timeout)
+
+    @staticmethod
+    def _consume(consumer: Consumer, limit: int, timeout: float) -> list[Message]:
+        """What the client holds now, up to ``limit``; only when it holds nothing, wait up to
+        ``timeout`` for the first record and take it with whatever came along.
+
+        ``consume(n, timeout)`` alone waits the whole timeout unless ``n`` records arrive, a
+        delay on every answer at live rates; this way a record is processed as soon as it is
+        here, and the batch grows by itself while the previous transaction commits (a backlog
+        still comes in full batches)."""
+        messages: list[Message] = consumer.consume(limit, 0)
+        if messages:
+            return messages
+        first = consumer.poll(timeout)
+        if first is None:
+            return []
+        return [first, *consumer.consume(limit - 1, 0)] if limit > 1 else [first]
 
     def _shutdown(self, consumer: Consumer, txn: TransactionalProducer, call_timeout: float) -> None:
         """Leave the group and say what became of the last transaction; every step is bounded."""
