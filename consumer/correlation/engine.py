@@ -107,7 +107,7 @@ from consumer.correlation.state import (
     encode_notification,
     notification_core,
 )
-from consumer.correlation.store import _DECODE_ERRORS, NO_TIME, WAITING, StateStore
+from consumer.correlation.store import DECODE_ERRORS, NO_TIME, WAITING, StateStore
 from consumer.correlation.transitions import (
     CODE_PAIRS,
     LIFECYCLE_CODE,
@@ -272,7 +272,8 @@ class Correlator:
 
     @property
     def buffered_count(self) -> int:
-        """Notifications waiting in the reorder buffer for the watermark."""
+        """Notifications waiting in the reorder buffer: for the watermark (keys that showed
+        disorder) or for the upstream frontier."""
         return len(self._store.buffer)
 
     @property
@@ -386,7 +387,7 @@ class Correlator:
                     continue
                 try:
                     held[_order_key(decode_notification(value))] += 1
-                except _DECODE_ERRORS:
+                except DECODE_ERRORS:
                     continue
         return held
 

@@ -78,7 +78,7 @@ Meta = tuple[int, int, int | None, Sources]
 """(max event time seen, watermark, processing time when the max last advanced, upstream
 progress)."""
 
-_DECODE_ERRORS: Final = (orjson.JSONDecodeError, KeyError, ValueError, TypeError, IndexError)
+DECODE_ERRORS: Final = (orjson.JSONDecodeError, KeyError, ValueError, TypeError, IndexError)
 
 
 class StateStore:
@@ -156,7 +156,7 @@ class StateStore:
         self._cold_pop(key)
         try:
             op = PendingOp.decode(key, value)
-        except _DECODE_ERRORS:
+        except DECODE_ERRORS:
             # Restore only checks the head: a value corrupt past it is dropped here, counted,
             # and tombstoned by the next drain, rather than stopping the partition.
             self._counters["restore_skipped"] += 1
@@ -198,7 +198,7 @@ class StateStore:
         for key, value in self.cold.items():
             try:
                 yield PendingOp.decode(key, value)
-            except _DECODE_ERRORS:
+            except DECODE_ERRORS:
                 continue
 
     def add(self, op: PendingOp) -> None:
@@ -405,7 +405,7 @@ class StateStore:
             self._pre_buffer[bid] = value
         try:
             event: InstanceEvent | None = decode_notification(value)
-        except _DECODE_ERRORS:
+        except DECODE_ERRORS:
             self._counters["restore_skipped"] += 1
             event = None
         return _bid_time(bid), event
@@ -595,7 +595,7 @@ class StateStore:
                 self.anchor = None
             else:
                 self._counters["restore_skipped"] += 1
-        except _DECODE_ERRORS:
+        except DECODE_ERRORS:
             self._counters["restore_skipped"] += 1
 
     # -- what is open, counted ----------------------------------------------------------------
@@ -643,7 +643,7 @@ class StateStore:
         for key, value in (*self.cold.items(), *self._thawed.items()):  # as the last drain left
             try:
                 (s, nb) = pending_tally(key, value)
-            except _DECODE_ERRORS:
+            except DECODE_ERRORS:
                 continue
             series[s] += 1
             if nb is not None:
