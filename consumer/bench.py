@@ -70,7 +70,8 @@ class _Counting:
         if messages and self.first.value == 0.0:
             self.first.value = time.perf_counter()
         self.inner.process(messages, emit)
-        self.counter.value += len(messages)
+        # Events only: the normalize stage's progress marks (null values) are not input events.
+        self.counter.value += sum(1 for m in messages if m.value() is not None)
 
 
 class _Passthrough:

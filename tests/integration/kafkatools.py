@@ -13,6 +13,8 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from consumer.runtime.marks import MARK_KEY
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -63,11 +65,12 @@ def produce(bootstrap: str, topic: str,
 
 def read_all(bootstrap: str, topics: list[str], *, expected: int | None = None,
              isolation: str = "read_committed", timeout: float = 120.0,
-             settle: float = 3.0) -> list[Message]:
+             settle: float = 3.0, marks: bool = False) -> list[Message]:
     """Read every record of ``topics`` from the start.
 
     Stops when ``expected`` records were read and nothing more arrived for ``settle`` seconds
-    (so an excess, e.g. a duplicate, is seen), or at ``timeout``.
+    (so an excess, e.g. a duplicate, is seen), or at ``timeout``. The normalize stage's progress
+    marks (:mod:`consumer.runtime.marks`) are left out unless ``marks``.
     """
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": unique("reader"), "enable.auto.commit": False,
@@ -87,7 +90,8 @@ def read_all(bootstrap: str, topics: list[str], *, expected: int | None = None,
             for m in batch:
                 err = m.error()
                 if err is None:
-                    out.append(m)
+                    if marks or m.value() is not None or m.key() != MARK_KEY:
+                        out.append(m)
                     last_new = time.monotonic()
                 elif err.code() != KafkaError._PARTITION_EOF:
                     raise RuntimeError(err.str())
