@@ -116,8 +116,11 @@ def correlate_loop(settings: Settings, metrics: Metrics, health: Health) -> Stag
         dead_letters=DeadLetters(settings.dlq_topic, "correlate",
                                  max_record_bytes(settings, settings.dlq_topic), metrics),
         open_encoder=open_encoder)
+    # Each input partition has its own correlator: the interleaving across partitions changes no
+    # answer, so the stage never waits for an empty partition while merging them (order within
+    # an instance comes from the normalize stage's progress marks, see consumer.runtime.marks).
     return StageLoop(settings, processor, [settings.normalized_topic], settings.correlate_group,
-                     metrics, health)
+                     metrics, health, max_idle_ms=0)
 
 
 LOOPS: dict[str, Callable[[Settings, Metrics, Health], StageLoop]] = {

@@ -120,6 +120,7 @@ class StageLoop:
     def __init__(self, settings: Settings, processor: Processor, topics: Sequence[str],
                  group: str, metrics: Metrics, health: Health,
                  consumer_extra: dict[str, Any] | None = None,
+                 max_idle_ms: int | None = None,
                  producer_factory: Callable[[dict[str, Any]], Producer] = Producer) -> None:
         self.settings = settings
         self.processor = processor
@@ -148,7 +149,8 @@ class StageLoop:
         self._sent: list[TopicPartition] = []  # the offsets of the transaction being committed
         # Records go to the processor merged by timestamp across partitions (alignment.py).
         self.align = ConsumerAlignment(
-            settings.max_idle_ms, max(1000, settings.batch_size),
+            settings.max_idle_ms if max_idle_ms is None else max_idle_ms,
+            max(1000, settings.batch_size),
             metrics.alignment_idle_expired.labels(self.stage).inc)
         self.lag = LagMonitor(metrics, self.stage)
 
