@@ -485,6 +485,10 @@ def table(results: Sequence[RunResult]) -> str:
     return format_table(header, rows)
 
 
+def replace_args(args: argparse.Namespace, **changes: float) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), **changes})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vmevents bench-latency", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -503,6 +507,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds from a pair's Executing to its Executed (default 1.5)")
     parser.add_argument("--ready-timeout", type=float, default=120.0,
                         help="longest wait for the stages' first answer (default 120 s)")
+    parser.add_argument("--broker-warmup", type=float, default=20.0,
+                        help="seconds of an unmeasured run of the first vendor and rate before "
+                             "the measured ones (default 20; 0: none): a broker just started runs "
+                             "slower until its JVM has warmed up, and the first run paid for it")
     parser.add_argument("--registry", action="store_true",
                         help="use SCHEMA_REGISTRY_URL (Confluent framing) instead of single-object")
     args = parser.parse_args(argv)
@@ -514,6 +522,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.registry:
             base = replace(base, schema_registry_url=None)
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+        if args.broker_warmup > 0:
+            print(f"bench-latency: warming the broker up for {args.broker_warmup:g} s "
+                  "(not measured)", file=sys.stderr)
+            measure(base, args.vendors[0], args.rates[0],
+                    replace_args(args, seconds=args.broker_warmup, drain_seconds=0.0), cpus)
         results = []
         for vendor in args.vendors:
             for rate in args.rates:
