@@ -334,7 +334,8 @@ class CorrelateProcessor:
                 correlator.counters.clear()
             if correlator.late:
                 for (vendor, op, known), n in correlator.late.items():
-                    late.labels(vendor, op if known else UNKNOWN_OPERATION).inc(n)
+                    late.labels(*self.metrics.operation_labels(
+                        vendor, op if known else UNKNOWN_OPERATION)).inc(n)
                 correlator.late.clear()
         if opened_any:
             self._export_open()
