@@ -90,7 +90,7 @@ Rules for messy streams, beyond the table in :mod:`consumer.correlation.transiti
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from hashlib import blake2b
 from typing import Any, NamedTuple
 
@@ -329,15 +329,20 @@ class Correlator:
         self._keep_budget(out)
         return out
 
-    def progress(self, source: str, newest: int, caught_up: bool) -> list[Outcome]:
-        """Upstream progress: the normalize stage has read raw partition ``source`` up to
-        notifications of time ``newest`` (``caught_up``: to its end). Notifications waiting
-        for that are decided now; the watermark never passes a partition still behind."""
+    def progress(self, entries: Iterable[tuple[str, int, bool]]) -> list[Outcome]:
+        """Upstream progress, one mark's ``(raw partition, newest, caught_up)`` entries: the
+        normalize stage has read each raw partition up to notifications of time ``newest``
+        (``caught_up``: to its end). Notifications waiting for that are decided now, once per
+        mark; the watermark never passes a partition still behind."""
         now = self._wall = self._clock()
         out: list[Outcome] = []
         st = self._store
-        if st.progress(source, newest, caught_up):
-            st.see(newest, now)  # the stream's time is the newest over every raw partition
+        changed = False
+        for source, newest, caught_up in entries:
+            if st.progress(source, newest, caught_up):
+                st.see(newest, now)  # the stream's time is the newest over every raw partition
+                changed = True
+        if changed:
             self._release_waiting(out)
             self._advance(self._watermark_at(now), out, keep=True)
         return out

@@ -231,8 +231,7 @@ class CorrelateProcessor:
             if msg.value() is None:
                 entries = read_mark(msg.headers())
                 if entries is not None:  # upstream progress, see consumer.runtime.marks
-                    for source, newest, caught_up in entries:
-                        outcomes.extend(correlator.progress(source, newest, caught_up))
+                    outcomes.extend(correlator.progress(entries))
                     touched.add(partition)
                     continue
             try:

@@ -25,14 +25,16 @@ from typing import Any
 
 import orjson
 
+from consumer.correlation.store import NO_TIME
 from consumer.runtime.alignment import Partition
 from consumer.runtime.loop import Emit
 
 MARK_KEY = b"vmevents.progress"
 MARK_HEADER = "vmevents.progress"
 
-NOTHING_YET = -(2**62)
-"""The newest time of a raw partition nothing has been normalized from yet."""
+NOTHING_YET = NO_TIME
+"""The newest time of a raw partition nothing has been normalized from yet (the correlator's
+"no time yet", so a mark of it never moves anything)."""
 
 Entry = tuple[str, int, bool]
 """(raw partition ``<topic>:<partition>``, newest notification time, caught up)."""

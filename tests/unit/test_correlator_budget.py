@@ -92,7 +92,7 @@ def test_buffered_notifications_are_applied_early_rather_than_held_past_the_budg
     corr = Correlator(CorrelatorConfig(), lambda: BASE)
     corr.set_state_budget(40_000)
     # A raw partition not normalized yet: every notification without an id waits for it.
-    assert corr.progress("vm.events.raw:0", BASE - 1, caught_up=False) == []
+    assert corr.progress([("vm.events.raw:0", BASE - 1, False)]) == []
     out: list[Outcome] = []
     for i in range(2000):
         out += corr.process(jd_executing(i))

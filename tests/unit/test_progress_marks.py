@@ -91,15 +91,15 @@ def jd(phase: str, when: int, inst: str = "i-1") -> InstanceEvent:
 def test_a_notification_beyond_a_partition_still_behind_waits_for_it() -> None:
     now = [BASE]
     corr = Correlator(CorrelatorConfig(), lambda: now[0])
-    assert corr.progress("raw:0", BASE + 10 * SEC, caught_up=False) == []
-    assert corr.progress("raw:1", BASE, caught_up=False) == []
+    assert corr.progress([("raw:0", BASE + 10 * SEC, False)]) == []
+    assert corr.progress([("raw:1", BASE, False)]) == []
     assert corr.process(jd("executing", BASE + 5 * SEC)) == []
     assert corr.process(jd("executed", BASE + 9 * SEC)) == []
     assert (corr.pending_count, corr.buffered_count) == (0, 2)  # both wait for raw:1
     # raw:1 reaches the start only: the start is decided (opened), the end still waits.
-    assert corr.progress("raw:1", BASE + 6 * SEC, caught_up=False) == []
+    assert corr.progress([("raw:1", BASE + 6 * SEC, False)]) == []
     assert (corr.pending_count, corr.buffered_count) == (1, 1)
-    [o] = corr.progress("raw:1", BASE + 6 * SEC, caught_up=True)
+    [o] = corr.progress([("raw:1", BASE + 6 * SEC, True)])
     assert (o["outcome"], o["duration_ms"]) == ("completed", 4 * SEC)
     assert (corr.pending_count, corr.buffered_count) == (0, 0)
 
@@ -107,12 +107,12 @@ def test_a_notification_beyond_a_partition_still_behind_waits_for_it() -> None:
 def test_the_watermark_never_passes_a_partition_still_behind() -> None:
     now = [BASE]
     corr = Correlator(CorrelatorConfig(allowed_lateness_ms=MIN), lambda: now[0])
-    corr.progress("raw:0", BASE, caught_up=False)
+    corr.progress([("raw:0", BASE, False)])
     corr.process(jd("executed", BASE + HOUR_MS))
     now[0] += 10 * HOUR_MS  # a long quiet time: raw:0 still behind holds the watermark
     corr.expire()
     assert corr.watermark == BASE - MIN
-    corr.progress("raw:0", BASE + HOUR_MS, caught_up=True)
+    corr.progress([("raw:0", BASE + HOUR_MS, True)])
     corr.expire()
     assert corr.watermark is not None
     assert corr.watermark > BASE + HOUR_MS
