@@ -234,6 +234,7 @@ class Restore:
 
 def run_restore(settings: Settings, ops: int, total: int, cpu: int) -> Restore:
     """Restore changelog partition 0 the way the stage does; time it and watch the RSS."""
+    from consumer.correlator import Correlator
     from consumer.runtime.correlate_stage import ChangelogRestore, wall_clock_ms
 
     _measuring_process(cpu)
@@ -242,7 +243,7 @@ def run_restore(settings: Settings, ops: int, total: int, cpu: int) -> Restore:
     before = rss_bytes()
     progress = Progress("restore", total=total)
     started = time.perf_counter()
-    session = ChangelogRestore(settings, [0], config, wall_clock_ms)
+    session = ChangelogRestore(settings, {0: Correlator(config, wall_clock_ms)})
     try:
         while not session.step(0.25):
             progress.done = session.records

@@ -1,26 +1,21 @@
-"""The correlator's public face: what the Kafka runtime and the CLI import.
+"""The correlator's one face: what the Kafka runtime, the CLI and the tools import.
 
-The implementation lives in :mod:`consumer.correlation` (engine, transition tables, state and
-changelog format, outcome record, configuration); see :mod:`consumer.correlation.engine` for how
-messy streams are handled.
+The implementation lives in :mod:`consumer.correlation`: the engine (event time, the reorder
+buffer, budgets), the rules (the state machine), the state layer (how state is held, written to
+the changelog and restored), the outcome record and the configuration. Nothing outside that
+package imports its modules or knows its storage format; see
+:mod:`consumer.correlation.engine` for how messy streams are handled.
 """
 
 from consumer.config import Settings
-from consumer.correlation import (
-    OUTCOME_KINDS,
-    Correlator,
-    CorrelatorConfig,
-    Outcome,
-    OutcomeKind,
-    parse_duration,
-)
-from consumer.correlation.engine import PENDING_TIME_FIELDS, release_key
+from consumer.correlation.config import CorrelatorConfig, parse_duration
+from consumer.correlation.engine import PENDING_TIME_FIELDS, Correlator
+from consumer.correlation.openops import OpenGauges, OpenRecord
+from consumer.correlation.ordering import notification_time, release_key
+from consumer.correlation.outcome import OUTCOME_KINDS, UNKNOWN_OPERATION, Outcome, OutcomeKind
+from consumer.correlation.state import NO_TIME
 from consumer.correlation.transitions import DERIVED_OPS
 from consumer.normalization.operations import OPERATIONS
-
-UNKNOWN_OPERATION = "unknown"
-"""Outcomes of vendor codes not in the table share this operation name in topic names and metric
-labels, so a new vendor code can neither create unbounded topics nor fail on a missing one."""
 
 
 def correlator_config(settings: Settings) -> CorrelatorConfig:
@@ -37,6 +32,7 @@ def outcome_operations() -> list[str]:
     return sorted(table | set(DERIVED_OPS) | {UNKNOWN_OPERATION})
 
 
-__all__ = ["OUTCOME_KINDS", "PENDING_TIME_FIELDS", "UNKNOWN_OPERATION", "Correlator",
-           "CorrelatorConfig", "Outcome", "OutcomeKind", "correlator_config", "outcome_operations",
-           "parse_duration", "release_key"]
+__all__ = ["NO_TIME", "OUTCOME_KINDS", "PENDING_TIME_FIELDS", "UNKNOWN_OPERATION", "Correlator",
+           "CorrelatorConfig", "OpenGauges", "OpenRecord", "Outcome", "OutcomeKind",
+           "correlator_config", "notification_time", "outcome_operations", "parse_duration",
+           "release_key"]

@@ -25,6 +25,12 @@ from types import ModuleType
 from typing import Any, Literal, cast
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline: on a loaded two-core CI machine a slow example is not a failure, and
+# speed is measured by the benchmarks, never by timed assertions.
+settings.register_profile("vmevents", deadline=None)
+settings.load_profile("vmevents")
 
 STACK_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "local" / "stack.py"
 BROKER_MARKERS = frozenset({"kafka", "apache_kafka", "registry"})

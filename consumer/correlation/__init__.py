@@ -1,12 +1,8 @@
 """Correlation of vendor notifications into operation outcomes (pure: no Kafka).
 
-``engine`` holds the state machine, ``transitions`` its rules as tables, ``state`` the open
-operations and their changelog form, ``outcome`` the emitted record, ``config`` the timeouts.
+Its face is :mod:`consumer.correlator`; inside: ``engine`` (event time, the reorder buffer,
+budgets), ``rules`` (the state machine) with ``transitions`` (its tables), ``ordering`` (where a
+notification falls in event time), ``objects`` (open operations and markers), ``state`` (how
+they are held, written to the changelog and restored), ``openops`` (the open-operations view),
+``outcome`` (the emitted record), ``config`` (timeouts and limits).
 """
-
-from consumer.correlation.config import CorrelatorConfig, parse_duration
-from consumer.correlation.engine import Correlator
-from consumer.correlation.outcome import OUTCOME_KINDS, Outcome, OutcomeKind
-
-__all__ = ["OUTCOME_KINDS", "Correlator", "CorrelatorConfig", "Outcome", "OutcomeKind",
-           "parse_duration"]

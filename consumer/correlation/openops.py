@@ -1,11 +1,11 @@
 """The public open-operations view, derived from the correlator's changelog writes.
 
-:func:`open_changes` turns one drain of the changelog (``p|<key>`` writes and tombstones) into
-records of the compacted topic ``vm.operations.open`` (Avro ``OpenOperation``): the latest state
-of each open operation written, a tombstone for each one dropped. Derived from the drained
-records themselves, so the view and the changelog commit together and can never disagree; an
-aborted batch aborts both, and the correlator's rollback leaves nothing to drain. The work is
-done at drain time only, once per changed operation key, nothing per event.
+:func:`open_record` is one record of the compacted topic ``vm.operations.open`` (Avro
+``OpenOperation``). The state layer's drain makes them for the open operations it writes to
+the changelog (their latest state, or None for their removal), from the same objects in the same
+pass, so the view and the changelog commit together and can never disagree; an aborted batch
+aborts both, and the correlator's rollback leaves nothing to drain. The work is done at drain
+time only, once per changed operation key, nothing per event.
 
 :class:`OpenGauges` sums what the gauges need over a stage's correlators (counts by vendor,
 operation and phase; the earliest future ``not_before`` of announced ones).
@@ -16,43 +16,37 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
-from consumer.correlation.state import PENDING_PREFIX, pending_fields
-
-if TYPE_CHECKING:
-    from consumer.correlation.engine import Correlator
+from consumer.correlation.objects import STATE_VALUES, PendingOp
 
 PHASES: Final = {"announced": "announced", "started": "started",
                  "ended": "ended_awaiting_start"}
-"""Changelog state -> ``OpenOperation.phase``."""
+"""Open operation state -> ``OpenOperation.phase``."""
 
 OpenRecord = dict[str, Any]
 
 
-def open_record(state: dict[str, Any], now: int) -> OpenRecord:
-    """An ``OpenOperation`` value from one decoded ``p|`` changelog value."""
+def open_record(op: PendingOp, now: int) -> OpenRecord:
+    """The ``OpenOperation`` value of one open operation."""
     return {
-        "vendor": state["vendor"], "instance_id": state["instance_id"],
-        "operation": state["operation"], "vendor_event_code": state["code"],
-        "vendor_event_id": state.get("vendor_event_id"),
-        "phase": PHASES.get(state["state"], "unknown"),
-        "region": state.get("region"), "account_id": state.get("account_id"),
-        "scheduled_at": state.get("notice_at"), "not_before": state.get("not_before"),
-        "started_at": state.get("start_at"), "deadline": state.get("deadline"),
-        "last_notification_at": state.get("last_when"), "updated_at": now,
+        "vendor": op.vendor, "instance_id": op.instance_id,
+        "operation": op.operation, "vendor_event_code": op.code,
+        "vendor_event_id": op.vendor_event_id,
+        "phase": PHASES.get(STATE_VALUES[op.state], "unknown"),
+        "region": op.region, "account_id": op.account_id,
+        "scheduled_at": op.notice_at, "not_before": op.not_before,
+        "started_at": op.start_at, "deadline": op.deadline,
+        "last_notification_at": op.last_when, "updated_at": now,
     }
 
 
-def open_changes(changes: Iterable[tuple[str, bytes | None]],
-                 now: int) -> list[tuple[str, OpenRecord | None]]:
-    """(operation key, ``OpenOperation`` or None) for each ``p|`` write of a changelog drain."""
-    out: list[tuple[str, OpenRecord | None]] = []
-    for ckey, value in changes:
-        if ckey.startswith(PENDING_PREFIX):
-            key = ckey[len(PENDING_PREFIX):]
-            out.append((key, None if value is None else open_record(pending_fields(key, value), now)))
-    return out
+class OpenCounts(Protocol):
+    """What the gauges read of a correlator."""
+
+    def open_counts(self) -> Counter[tuple[str, str, str]]: ...
+
+    def open_starts(self) -> Counter[int]: ...
 
 
 class OpenGauges:
@@ -68,7 +62,8 @@ class OpenGauges:
         """(vendor, operation, phase) -> open operations (zeros kept so a gauge can go to 0)."""
         self._starts: list[int] = []
 
-    def update(self, correlators: Iterable[Correlator], now: int) -> None:
+    def update(self, correlators: Iterable[OpenCounts], now: int) -> None:
+        """Recount from the correlators (after a drain, a restore or a rollback)."""
         counts: Counter[tuple[str, str, str]] = Counter(dict.fromkeys(self.counts, 0))
         starts: set[int] = set()
         for correlator in correlators:

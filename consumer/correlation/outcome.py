@@ -26,6 +26,10 @@ OutcomeKind = Literal[
 OUTCOME_KINDS: Final = ("completed", "failed", "avoided", "canceled", "timed_out", "superseded",
                         "observed")
 
+UNKNOWN_OPERATION: Final = "unknown"
+"""Outcomes of vendor codes not in the table share this operation name in topic names and metric
+labels, so a new vendor code can neither create unbounded topics nor fail on a missing one."""
+
 ATTR_PREFIX: Final = "vmevents."
 """Prefix of the attributes the correlator adds itself, so they never collide with a vendor's."""
 ATTR_CLOCK_SKEW: Final = ATTR_PREFIX + "clock_skew_ms"

@@ -58,8 +58,8 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Final
 
+from consumer.correlation.objects import OpState
 from consumer.correlation.outcome import OutcomeKind
-from consumer.correlation.state import OpState
 
 
 class Input(Enum):

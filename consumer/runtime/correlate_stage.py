@@ -42,9 +42,13 @@ from confluent_kafka import (
 )
 
 from consumer.config import Settings
-from consumer.correlation.openops import OpenGauges, open_changes
-from consumer.correlation.state import PENDING_PREFIX
-from consumer.correlator import UNKNOWN_OPERATION, Correlator, CorrelatorConfig, Outcome
+from consumer.correlator import (
+    UNKNOWN_OPERATION,
+    Correlator,
+    CorrelatorConfig,
+    OpenGauges,
+    Outcome,
+)
 from consumer.metrics import Metrics
 from consumer.model import InstanceEvent
 from consumer.runtime.alignment import Partition
@@ -151,8 +155,8 @@ class CorrelateProcessor:
         if not self._to_restore:
             return True
         if self._restoring is None:
-            self._restoring = ChangelogRestore(self.settings, sorted(self._to_restore),
-                                               self.config, self.clock)
+            self._restoring = ChangelogRestore(self.settings, {
+                p: Correlator(self.config, self.clock) for p in sorted(self._to_restore)})
             self._share_budget()  # before the first record: a restore over budget evicts
         session = self._restoring
         done = session.step(RESTORE_SLICE_SECONDS)
@@ -316,16 +320,18 @@ class CorrelateProcessor:
         opened_any = False
         for p in partitions:
             correlator = self.correlators[p]
-            changes = correlator.drain_changes()
+            view = encode_open is not None and bool(open_topic)
+            changes = correlator.drain_changes(now if view else None)
             for key, value in changes:
                 emit(topic, key.encode(), value, None, p)
-            # The open-operations topic, from the same drained writes: committed together.
-            # Its records decode each changed operation: only made when the topic is written.
-            if encode_open is not None and open_topic:
-                for op_key, record in open_changes(changes, now):
+            # The open-operations topic, from the same drain: committed together. Its records
+            # are only made when the topic is written.
+            if view:
+                assert encode_open is not None
+                for op_key, record in correlator.open_changes():
                     emit(open_topic, op_key.encode(),
                          None if record is None else encode_open(record), None, -1)
-            opened_any = opened_any or any(key.startswith(PENDING_PREFIX) for key, _ in changes)
+            opened_any = opened_any or correlator.open_changed
             self._export_state(p, correlator)
             if correlator.counters:  # the correlator counts; the shell exports and resets
                 for kind, n in correlator.counters.items():
@@ -374,10 +380,11 @@ class ChangelogRestore:
     broker that is away only delays it: failed lookups are retried on the next step.
     """
 
-    def __init__(self, settings: Settings, partitions: list[int], config: CorrelatorConfig,
-                 clock: Callable[[], int]) -> None:
+    def __init__(self, settings: Settings, correlators: dict[int, Correlator]) -> None:
+        """``correlators``: input partition -> the (empty) correlator its changelog partition
+        restores into; each goes live when :meth:`step` reports its partition done."""
         self.settings = settings
-        self.correlators = {p: Correlator(config, clock) for p in partitions}
+        self.correlators = correlators
         self.finished: set[int] = set()
         self.records = 0
         self.started = time.perf_counter()

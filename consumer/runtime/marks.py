@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from consumer.correlation.store import NO_TIME
+from consumer.correlator import NO_TIME
 from consumer.runtime.alignment import Partition
 from consumer.runtime.loop import Emit
 

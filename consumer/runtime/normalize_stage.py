@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import structlog
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from consumer.correlation.engine import notification_time
+from consumer.correlator import notification_time
 from consumer.errors import OutOfScope, PayloadTooLarge, RejectedEvent
 from consumer.metrics import Metrics
 from consumer.model import SourceRef, event_key

@@ -15,8 +15,8 @@ from typing import Any
 import fastavro
 import pytest
 
+from consumer.correlation.objects import OpState
 from consumer.correlation.outcome import ATTR_CLOCK_SKEW, ATTR_EVICTED
-from consumer.correlation.state import OpState
 from consumer.correlation.transitions import TRANSITIONS, Input
 from consumer.correlator import OUTCOME_KINDS, Correlator, CorrelatorConfig, Outcome
 from consumer.errors import ConfigError

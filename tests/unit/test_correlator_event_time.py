@@ -370,17 +370,25 @@ def test_disorder_within_lateness_is_right_or_counted(data: st.DataObject) -> No
 def test_a_watermark_jump_spread_over_many_advances_gives_the_same_outcomes(
         data: st.DataObject) -> None:
     """Each advance of the watermark releases and fires at most RELEASE_LIMIT (so a jump over
-    a burst is several bounded batches): with a limit of one, the answer is unchanged."""
+    a burst is several bounded batches): with a limit of one, the answer is unchanged, unless
+    a key showed disorder (a key still holding notifications waits where the other run decided
+    at once, see the engine's doc): then either run may differ from time order, and counts it.
+    Nothing is ever lost or doubled."""
     ops = data.draw(operations())
     arrivals = data.draw(deliveries(ops, L - 1))
     ticks = data.draw(st.booleans())
-    unlimited = run(arrivals, ticks=ticks)
+    counted: Counter[str] = Counter()
+    unlimited = run(arrivals, ticks=ticks, counters=counted)
     saved, engine.RELEASE_LIMIT = engine.RELEASE_LIMIT, 1
+    limited_counted: Counter[str] = Counter()
     try:
-        limited = run(arrivals, ticks=ticks)
+        limited = run(arrivals, ticks=ticks, counters=limited_counted)
     finally:
         engine.RELEASE_LIMIT = saved
-    assert Counter(map(projection, limited)) == Counter(map(projection, unlimited))
+    if Counter(map(projection, limited)) != Counter(map(projection, unlimited)):
+        disorder = counted + limited_counted
+        assert disorder["contradicts_decision"] + disorder["out_of_order"] > 0
+    assert_nothing_lost_or_doubled(ops, arrivals, limited, limited_counted)
 
 
 @settings(max_examples=300, deadline=None)

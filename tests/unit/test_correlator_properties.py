@@ -29,7 +29,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.correlation import engine
+from consumer.correlation import rules
 from consumer.correlator import Correlator, CorrelatorConfig, Outcome
 from consumer.model import InstanceEvent
 
@@ -426,7 +426,7 @@ def test_cooling_operations_mid_batch_changes_nothing(sc: Scenario, data: st.Dat
 
     def run(hot_limit: int) -> tuple[list[Outcome], list[tuple[str, bytes | None]],
                                      dict[str, Any], dict[str, Any]]:
-        saved, engine.HOT_LIMIT = engine.HOT_LIMIT, hot_limit
+        saved, rules.HOT_LIMIT = rules.HOT_LIMIT, hot_limit
         try:
             now = [CLOCK0]
             corr = Correlator(config(sc.max_pending), lambda: now[0])
@@ -449,7 +449,7 @@ def test_cooling_operations_mid_batch_changes_nothing(sc: Scenario, data: st.Dat
                 restored.restore(key, value)
             return outs, log, corr.snapshot(), restored.snapshot()
         finally:
-            engine.HOT_LIMIT = saved
+            rules.HOT_LIMIT = saved
 
     cooled, held = run(0), run(1_000_000)
     assert cooled[0] == held[0]

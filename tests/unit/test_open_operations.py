@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer.config import DEFAULT_SCHEMA_DIR, load_settings
-from consumer.correlation.openops import OpenGauges, OpenRecord, open_changes
+from consumer.correlation.openops import OpenGauges, OpenRecord, open_record
+from consumer.correlation.state.codec import PENDING_PREFIX, decode_pending
 from consumer.correlator import Correlator, CorrelatorConfig
 from consumer.metrics import Metrics
 from consumer.model import InstanceEvent
@@ -75,8 +76,20 @@ class Reader:
                 self.open[key] = schemaless_reader(buf, SCHEMA, SCHEMA)  # type: ignore[assignment]
 
 
+def open_changes(corr: Correlator, now: int) -> list[tuple[str, OpenRecord | None]]:
+    """The open-operations records of one drain, checked against the changelog it wrote: the
+    view is made from the operations, the changelog from their encoding; they must agree."""
+    changes = corr.drain_changes(now)
+    records = corr.open_changes()
+    from_log = [(key[2:], None if value is None else open_record(decode_pending(key[2:], value),
+                                                                   now))
+                for key, value in changes if key.startswith(PENDING_PREFIX)]
+    assert records == from_log
+    return records
+
+
 def drain(corr: Correlator, reader: Reader, now: int = BASE) -> list[tuple[str, OpenRecord | None]]:
-    records = open_changes(corr.drain_changes(), now)
+    records = open_changes(corr, now)
     reader.take(records)
     return records
 
@@ -221,7 +234,7 @@ def test_materialized_committed_drains_equal_the_held_operations(
                 corr.process(executing(inst_id, event_id, t))
             else:
                 corr.process(executed(inst_id, event_id, t - MIN, t))
-        records = open_changes(corr.drain_changes(), clock[0])
+        records = open_changes(corr, clock[0])
         if aborts[n]:
             corr.rollback()
         else:

@@ -15,11 +15,12 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.correlation.state import (
+from consumer.correlation.objects import OpState, PendingOp
+from consumer.correlation.state.codec import (
     PENDING_FORMAT,
-    OpState,
-    PendingOp,
     check_pending,
+    decode_pending,
+    encode_pending,
     pending_deadline,
 )
 from consumer.correlator import Correlator, CorrelatorConfig, Outcome
@@ -76,22 +77,22 @@ def format1(op: PendingOp) -> bytes:
 @settings(max_examples=300, deadline=None)
 @given(pending_ops())
 def test_format2_round_trips_every_field(op: PendingOp) -> None:
-    value = op.encode()
+    value = encode_pending(op)
     assert value[0] == PENDING_FORMAT
     assert pending_deadline(value) == op.deadline
     assert check_pending(op.key, value) is value
-    assert PendingOp.decode(op.key, value).as_dict() == op.as_dict()
+    assert decode_pending(op.key, value).as_dict() == op.as_dict()
 
 
 @settings(max_examples=200, deadline=None)
 @given(pending_ops())
 def test_format1_values_decode_and_convert(op: PendingOp) -> None:
     old = format1(op)
-    assert PendingOp.decode(op.key, old).as_dict() == op.as_dict()
+    assert decode_pending(op.key, old).as_dict() == op.as_dict()
     assert pending_deadline(old) == op.deadline
     converted = check_pending(op.key, old)
     assert converted[0] == PENDING_FORMAT
-    assert PendingOp.decode(op.key, converted).as_dict() == op.as_dict()
+    assert decode_pending(op.key, converted).as_dict() == op.as_dict()
 
 
 def test_key_parts_are_not_repeated_in_the_value() -> None:
@@ -107,10 +108,10 @@ def test_key_parts_are_not_repeated_in_the_value() -> None:
     op.notice_at, op.not_before = 1_554_783_506_000, 1_555_030_861_000
     op.last_when, op.deadline, op.timeout_ms = 1_554_783_506_922, 1_555_030_861_000, 0
     op.nids, op.sources, op.attributes = [], [], {}
-    value = op.encode()
+    value = encode_pending(op)
     for part in (*values.values(), "maintenance.reboot"):
         assert part.encode() not in value
-    assert PendingOp.decode(op.key, value).as_dict() == op.as_dict()
+    assert decode_pending(op.key, value).as_dict() == op.as_dict()
 
 
 def test_a_value_corrupt_past_its_head_is_skipped_and_tombstoned() -> None:
@@ -120,7 +121,7 @@ def test_a_value_corrupt_past_its_head_is_skipped_and_tombstoned() -> None:
     corr = Correlator(CorrelatorConfig(allowed_lateness_ms=60_000), lambda: NOW)
     good = dict(fixture_records())["p|" + key]
     assert good is not None
-    corr.restore("p|" + key, PendingOp.decode(key, good).encode()[:30] + b"not json")
+    corr.restore("p|" + key, encode_pending(decode_pending(key, good))[:30] + b"not json")
     assert corr.pending_count == 1
     assert corr.pending_operations() == []  # listing skips what it cannot read
     out: list[Outcome] = []
@@ -132,7 +133,7 @@ def test_a_value_corrupt_past_its_head_is_skipped_and_tombstoned() -> None:
     assert [op["state"] for op in corr.pending_operations()] == ["ended"]
     written = dict(corr.drain_changes())["p|" + key]  # the readable value replaces the corrupt
     assert written is not None
-    assert PendingOp.decode(key, written).state is OpState.ENDED
+    assert decode_pending(key, written).state is OpState.ENDED
 
 
 def format1_sample() -> bytes:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.correlation.timers import Timers
+from consumer.correlation.state.timers import Timers
 
 keys = st.sampled_from([f"k{i}" for i in range(12)])
 times = st.integers(0, 5_000)

@@ -33,29 +33,31 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any, Final
 
-import orjson
-
-from consumer.correlation.state import (
+from consumer.correlation.objects import DoneMarker, PendingOp, Series, Tally, tally
+from consumer.correlation.openops import OpenRecord, open_record
+from consumer.correlation.state.census import OpenCensus
+from consumer.correlation.state.clock import EventClock
+from consumer.correlation.state.codec import (
     BUFFER_PREFIX,
     CURRENT_PENDING,
+    DECODE_ERRORS,
     DONE_PREFIX,
+    PENDING_HEAD_BYTES,
     PENDING_PREFIX,
     WATERMARK_KEY,
-    DoneMarker,
-    PendingOp,
-    Series,
-    Tally,
     check_pending,
+    decode_marker,
     decode_notification,
+    decode_pending,
+    encode_marker,
+    encode_notification,
+    encode_pending,
+    notification_core,
+    notification_digest,
     pending_deadline,
-    pending_tally,
-    tally,
 )
-from consumer.correlation.timers import Timers
+from consumer.correlation.state.timers import Timers
 from consumer.model import InstanceEvent
-
-NO_TIME: Final = -(2**62)
-"""The watermark of a partition that has seen no event yet."""
 
 COLD_ENTRY_BYTES: Final = 120
 """Memory of a cold open operation beyond its key's and value's lengths (two object headers,
@@ -64,21 +66,13 @@ HOT_OP_BYTES: Final = 1500
 """Memory of an open operation while a batch holds it as an object, key included."""
 BUFFER_ENTRY_BYTES: Final = 130
 """Memory of a buffered notification beyond its id's and value's lengths."""
-MARKER_BYTES: Final = 330
-"""Memory of a finished-operation marker, key included."""
+MARKER_ENTRY_BYTES: Final = 250
+"""Memory of a finished-operation marker beyond its key's length (the marker, its ints, the
+dict slot, the expiry timer's slot)."""
 
 WAITING: Final = "|f"
 """Suffix of a buffered notification's id that waits for the upstream frontier, not for the
 watermark: released as soon as every raw partition has been normalized past its time."""
-
-Sources = dict[str, tuple[int, bool]]
-"""Upstream progress: raw partition -> (newest notification time normalized, caught up)."""
-
-Meta = tuple[int, int, int | None, Sources]
-"""(max event time seen, watermark, processing time when the max last advanced, upstream
-progress)."""
-
-DECODE_ERRORS: Final = (orjson.JSONDecodeError, KeyError, ValueError, TypeError, IndexError)
 
 
 class StateStore:
@@ -92,22 +86,14 @@ class StateStore:
         """Buffered notifications: ``<t>|<rank>|<digest>`` (waiting for the watermark: a key that
         showed disorder) or ``<t>|<rank>|<digest>|f`` (waiting for the upstream frontier) ->
         compact encoding."""
-        self.max_time = NO_TIME
-        self.watermark = NO_TIME
-        self.sources: Sources = {}
-        self._frontier: int | None = NO_TIME  # cache of frontier(); NO_TIME: to compute
-        self.anchor: int | None = None
-        """Processing time when ``max_time`` last advanced (not persisted: after a restore the
-        processing-time advance starts again from the first call)."""
+        self.clock = EventClock()
         self._thawed: dict[str, bytes] = {}
         """Cold values of the hot operations (their committed form until the next drain)."""
         self._thawed_tally: dict[str, Tally] = {}
-        self._series: Counter[Series] | None = Counter()
-        self._starts: Counter[int] | None = Counter()
-        """Open operations by series and announced ones by notBefore, as of the last drain,
-        kept by the drains' changes (None after a restore or a rollback: counted when next
-        asked). Counts, not a per-operation index: a million open operations add nothing."""
+        self._census = OpenCensus()
+        """Open operations by series and announced ones by notBefore, as of the last drain."""
         self._cold_bytes = 0
+        self._marker_bytes = 0
         self._buffer_bytes = 0
         self._deadlines = Timers(self._deadline_of)
         self._deadlines_restored = True
@@ -120,13 +106,15 @@ class StateStore:
         self._dirty_pending: dict[str, bool] = {}
         self._dirty_done: dict[str, bool] = {}
         self._dirty_buffer: dict[str, bool] = {}
-        self._dirty_meta = False
         # pre-images since the last commit point (None: the key held nothing)
         self._pre_pending: dict[str, PendingOp | bytes | None] = {}
         self._pre_done: dict[str, DoneMarker | None] = {}
         self._pre_buffer: dict[str, bytes | None] = {}
-        self._pre_meta: Meta | None = None
         self._counters = counters
+        self.opened: list[tuple[str, OpenRecord | None]] = []
+        """The open-operations records of the last drain asked for them (see :meth:`drain`)."""
+        self.open_changed = False
+        """Whether the last drain wrote an open operation (or its removal)."""
 
     # -- sizes -----------------------------------------------------------------------------
 
@@ -140,7 +128,7 @@ class StateStore:
                 + self.marker_bytes())
 
     def marker_bytes(self) -> int:
-        return MARKER_BYTES * len(self.done)
+        return self._marker_bytes
 
     # -- open operations -------------------------------------------------------------------
 
@@ -155,7 +143,7 @@ class StateStore:
     def _thaw(self, key: str, value: bytes) -> PendingOp | None:
         self._cold_pop(key)
         try:
-            op = PendingOp.decode(key, value)
+            op = decode_pending(key, value)
         except DECODE_ERRORS:
             # Restore only checks the head: a value corrupt past it is dropped here, counted,
             # and tombstoned by the next drain, rather than stopping the partition.
@@ -177,7 +165,7 @@ class StateStore:
         pending = self.pending
         if len(pending) > limit:
             for key, op in pending.items():
-                self._cold_put(key, op.encode())
+                self._cold_put(key, encode_pending(op))
             pending.clear()
 
     def _cold_put(self, key: str, value: bytes) -> None:
@@ -197,7 +185,7 @@ class StateStore:
         yield from self.pending.values()
         for key, value in self.cold.items():
             try:
-                yield PendingOp.decode(key, value)
+                yield decode_pending(key, value)
             except DECODE_ERRORS:
                 continue
 
@@ -216,7 +204,7 @@ class StateStore:
             self._dirty_pending[key] = True
         if key not in self._pre_pending:
             pre = self._thawed.get(key)
-            self._pre_pending[key] = op.encode() if pre is None else pre
+            self._pre_pending[key] = encode_pending(op) if pre is None else pre
 
     def discard(self, op: PendingOp) -> None:
         """Drop ``op`` if it is the one held for its key (detached operations are not)."""
@@ -286,7 +274,7 @@ class StateStore:
             self._dirty_done[key] = key in done
         if key not in self._pre_done:
             self._pre_done[key] = done.get(key)  # replaced, never changed in place: no copy
-        done[key] = marker
+        self._done_put(key, marker)
         self._push_expiry(marker.expires, key)
         while len(done) > max_done and self.forget_first():
             self._counters["done_evicted"] += 1
@@ -307,6 +295,15 @@ class StateStore:
             forgot = True
         return forgot
 
+    def _done_put(self, key: str, marker: DoneMarker) -> None:
+        if key not in self.done:
+            self._marker_bytes += len(key) + MARKER_ENTRY_BYTES
+        self.done[key] = marker
+
+    def _done_pop(self, key: str) -> None:
+        if self.done.pop(key, None) is not None:
+            self._marker_bytes -= len(key) + MARKER_ENTRY_BYTES
+
     def _expiry_of(self, key: str) -> int | None:
         marker = self.done.get(key)
         return None if marker is None else marker.expires
@@ -316,7 +313,7 @@ class StateStore:
             self._dirty_done[key] = True
         if key not in self._pre_done:
             self._pre_done[key] = self.done[key]
-        del self.done[key]
+        self._done_pop(key)
         self._expiries.compact(len(self.done), self._all_expiries)
 
     def _push_expiry(self, expires: int, key: str) -> None:
@@ -327,15 +324,18 @@ class StateStore:
         for key, marker in self.done.items():
             yield key, marker.expires
 
-    # -- the reorder buffer and the watermark ----------------------------------------------
+    # -- the reorder buffer ----------------------------------------------------------------
 
-    def buffer_add(self, t: int, rank: int, digest: str, value: bytes, *,
+    def buffer_add(self, t: int, rank: int, event: InstanceEvent, *,
                    waiting: bool = False) -> bool:
         """Buffer a notification until the watermark passes it (``waiting``: until the upstream
-        frontier does); False when the same notification is already buffered."""
-        bid = f"{t}|{rank}|{digest}{WAITING if waiting else ''}"
+        frontier does), released in (``t``, ``rank``, digest) order; False when the same
+        notification is already buffered."""
+        core = notification_core(event)
+        bid = f"{t}|{rank}|{notification_digest(core)}{WAITING if waiting else ''}"
         if bid in self.buffer:
             return False
+        value = encode_notification(core, event)
         if bid not in self._dirty_buffer:
             self._dirty_buffer[bid] = False
         if bid not in self._pre_buffer:
@@ -384,6 +384,16 @@ class StateStore:
             if bid.endswith(WAITING):
                 yield bid, _bid_time(bid)
 
+    def buffered(self) -> Iterator[InstanceEvent]:
+        """The notifications waiting for the watermark (not those waiting for the frontier),
+        decoded; one that cannot be read is left out."""
+        for bid, value in self.buffer.items():
+            if not bid.endswith(WAITING):
+                try:
+                    yield decode_notification(value)
+                except DECODE_ERRORS:
+                    continue
+
     def buffer_head(self, until: int | None = None) -> int | None:
         """Event time of the next notification the watermark releases, if at most ``until``."""
         return self._order.peek(until)
@@ -410,57 +420,13 @@ class StateStore:
             event = None
         return _bid_time(bid), event
 
-    def _meta_changing(self) -> None:
-        if self._pre_meta is None:
-            self._pre_meta = (self.max_time, self.watermark, self.anchor, dict(self.sources))
-
-    def see(self, t: int, now: int) -> None:
-        """A notification of event time ``t`` arrived at processing time ``now``."""
-        if t > self.max_time:
-            self._meta_changing()
-            self._dirty_meta = True
-            self.max_time = t
-            self.anchor = now
-
-    def set_watermark(self, w: int) -> None:
-        if w > self.watermark:
-            self._meta_changing()
-            self._dirty_meta = True
-            self.watermark = w
-
-    def progress(self, source: str, t: int, caught_up: bool) -> bool:
-        """Upstream progress of one raw partition; True when it changed anything."""
-        old = self.sources.get(source)
-        if old is not None:
-            t = max(t, old[0])
-            if old == (t, caught_up):
-                return False
-        self._meta_changing()
-        self._dirty_meta = True
-        self.sources[source] = (t, caught_up)
-        self._frontier = NO_TIME
-        return True
-
-    def frontier(self) -> int | None:
-        """Event time up to which every raw partition heard of has been normalized (None: all
-        caught up, no bound): the oldest newest-time of the partitions still behind."""
-        f = self._frontier
-        if f == NO_TIME:
-            behind = [t for t, caught_up in self.sources.values() if not caught_up]
-            f = self._frontier = min(behind) if behind else None
-        return f
-
-    def resume(self) -> None:
-        """Restart the processing-time advance of the watermark from the next call."""
-        self.anchor = None
-
     # -- commit points -----------------------------------------------------------------------
 
     @property
     def touched(self) -> bool:
         """Whether anything changed since the last commit point."""
         return bool(self._pre_pending or self._pre_done or self._pre_buffer
-                    or self._pre_meta is not None)
+                    or self.clock.touched)
 
     def commit_point(self) -> None:
         """The changes so far are committed: forget their pre-images."""
@@ -468,7 +434,7 @@ class StateStore:
             self._pre_pending = {}
             self._pre_done = {}
             self._pre_buffer = {}
-            self._pre_meta = None
+            self.clock.commit_point()
 
     def rollback(self) -> int:
         """Put back every key changed since the last commit point; returns how many."""
@@ -487,49 +453,61 @@ class StateStore:
         for key, marker in self._pre_done.items():
             n += 1
             if marker is None:
-                self.done.pop(key, None)
+                self._done_pop(key)
             else:
-                self.done[key] = marker
+                self._done_put(key, marker)
                 self._expiries.add(key, marker.expires)
         for bid, value in self._pre_buffer.items():
             n += 1
             self._buffer_pop(bid)
             if value is not None:
                 self._buffer_put(bid, value)
-        if self._pre_meta is not None:
+        if self.clock.rollback():
             n += 1
-            self.max_time, self.watermark, self.anchor, self.sources = self._pre_meta
-            self._frontier = NO_TIME
         self._pre_pending, self._pre_done, self._pre_buffer = {}, {}, {}
-        self._pre_meta = None
         self._thawed_tally.clear()
-        self._series = self._starts = None
+        self._census.forget()
         # What the aborted transaction wrote is gone; memory now matches the committed log.
         self._dirty_pending, self._dirty_done, self._dirty_buffer = {}, {}, {}
-        self._dirty_meta = False
         return n
 
     # -- changelog -------------------------------------------------------------------------
 
-    def drain(self) -> list[tuple[str, bytes | None]]:
-        """The changelog writes since the last drain; the hot operations go cold again."""
+    def drain(self, view_at: int | None = None) -> list[tuple[str, bytes | None]]:
+        """The changelog writes since the last drain; the hot operations go cold again.
+
+        With ``view_at`` (processing time), :attr:`opened` gets the open-operations records of
+        the same writes, made from the operation objects at hand (a value is decoded only for
+        an operation encoded earlier in the batch), so the view and the changelog agree."""
         out: list[tuple[str, bytes | None]] = []
+        opened: list[tuple[str, OpenRecord | None]] = []
+        view = view_at is not None
         pending, cold, cold_put = self.pending, self.cold, self._cold_put
-        self._count_changes()
+        self._census.count_changes(self._dirty_pending, self._thawed_tally, self.pending,
+                                   self.cold)
         for key, stored in self._dirty_pending.items():
             op = pending.pop(key, None)
             if op is not None:
-                value = op.encode()
+                value = encode_pending(op)
                 cold_put(key, value)
                 out.append((PENDING_PREFIX + key, value))
+                if view:
+                    opened.append((key, open_record(op, view_at)))  # type: ignore[arg-type]
             elif key in cold:  # cooled during the batch
                 out.append((PENDING_PREFIX + key, cold[key]))
+                if view:
+                    opened.append((key, open_record(decode_pending(key, cold[key]),
+                                                    view_at)))  # type: ignore[arg-type]
             elif stored:
                 out.append((PENDING_PREFIX + key, None))
+                if view:
+                    opened.append((key, None))
+        self.opened = opened
+        self.open_changed = bool(out)  # only open operations' writes so far
         thawed = self._thawed
         for key, op in pending.items():  # read but not changed: their value is the one thawed
             before = thawed.get(key)
-            cold_put(key, op.encode() if before is None else before)
+            cold_put(key, encode_pending(op) if before is None else before)
         pending.clear()
         thawed.clear()
         self._thawed_tally.clear()
@@ -537,7 +515,7 @@ class StateStore:
         for key, stored in self._dirty_done.items():
             marker = done.get(key)
             if marker is not None:
-                out.append((DONE_PREFIX + key, marker.encode()))
+                out.append((DONE_PREFIX + key, encode_marker(marker)))
             elif stored:
                 out.append((DONE_PREFIX + key, None))
         buffer = self.buffer
@@ -547,15 +525,12 @@ class StateStore:
                 out.append((BUFFER_PREFIX + bid, entry))
             elif stored:
                 out.append((BUFFER_PREFIX + bid, None))
-        if self._dirty_meta:
-            meta: dict[str, Any] = {"max": self.max_time, "w": self.watermark}
-            if self.sources:
-                meta["src"] = self.sources
-            out.append((WATERMARK_KEY, orjson.dumps(meta)))
+        meta = self.clock.drain()
+        if meta is not None:
+            out.append((WATERMARK_KEY, meta))
         self._dirty_pending = {}
         self._dirty_done = {}
         self._dirty_buffer = {}
-        self._dirty_meta = False
         return out
 
     def restore(self, ckey: str, value: bytes | None) -> None:
@@ -564,21 +539,21 @@ class StateStore:
             if ckey.startswith(PENDING_PREFIX):
                 # The hot path of a restore: a million of these must take seconds. The value
                 # is held as read; counts and deadlines are made once, when next asked for.
-                self._series = self._starts = None
+                self._census.forget()
                 if value is None:
                     self._cold_pop(key)
                     return
-                if value[:1] != CURRENT_PENDING:
-                    value = check_pending(key, value)
+                if value[:1] != CURRENT_PENDING or len(value) <= PENDING_HEAD_BYTES:
+                    value = check_pending(key, value)  # converted, or raises: skipped
                 self._cold_put(key, value)
                 self._deadlines_restored = False
             elif ckey.startswith(DONE_PREFIX):
                 if value is None:
-                    self.done.pop(key, None)
+                    self._done_pop(key)
                     self._expiries.compact(len(self.done), self._all_expiries)
                     return
-                marker = DoneMarker.decode(value)
-                self.done[key] = marker
+                marker = decode_marker(value)
+                self._done_put(key, marker)
                 self._expiries.add(key, marker.expires)
             elif ckey.startswith(BUFFER_PREFIX):
                 if value is None:
@@ -588,11 +563,7 @@ class StateStore:
                     raise ValueError("not a buffered notification")
                 self._buffer_put(key, value)  # read when released: a burst restores quickly
             elif ckey == WATERMARK_KEY and value is not None:
-                d = orjson.loads(value)
-                self.max_time, self.watermark = int(d["max"]), int(d["w"])
-                self.sources = {src: (int(t), bool(c)) for src, (t, c) in d.get("src", {}).items()}
-                self._frontier = NO_TIME
-                self.anchor = None
+                self.clock.restore(value)
             else:
                 self._counters["restore_skipped"] += 1
         except DECODE_ERRORS:
@@ -600,55 +571,17 @@ class StateStore:
 
     # -- what is open, counted ----------------------------------------------------------------
 
-    def _count_changes(self) -> None:
-        """Move the counts by this drain's changes to open operations."""
-        series, starts = self._series, self._starts
-        if series is None or starts is None:
-            return
-        before, pending, cold = self._thawed_tally, self.pending, self.cold
-        for key in self._dirty_pending:
-            old = before.get(key)
-            if old is not None:
-                series[old[0]] -= 1
-                if old[1] is not None:
-                    _take(starts, old[1])
-            op = pending.get(key)
-            if op is not None:
-                new: Tally | None = tally(op)
-            else:
-                value = cold.get(key)  # cooled during the batch
-                new = None if value is None else pending_tally(key, value)
-            if new is not None:
-                series[new[0]] += 1
-                if new[1] is not None:
-                    starts[new[1]] += 1
-
     def open_series(self) -> Counter[Series]:
         """Open operations by (vendor, operation, state), as of the last drain."""
-        if self._series is None:
-            self._recount()
-        assert self._series is not None
-        return self._series
+        return self._census.series(self._held_values())
 
     def open_starts(self) -> Counter[int]:
         """notBefore -> announced operations waiting for it, as of the last drain."""
-        if self._starts is None:
-            self._recount()
-        assert self._starts is not None
-        return self._starts
+        return self._census.starts(self._held_values())
 
-    def _recount(self) -> None:
-        series: Counter[Series] = Counter()
-        starts: Counter[int] = Counter()
-        for key, value in (*self.cold.items(), *self._thawed.items()):  # as the last drain left
-            try:
-                (s, nb) = pending_tally(key, value)
-            except DECODE_ERRORS:
-                continue
-            series[s] += 1
-            if nb is not None:
-                starts[nb] += 1
-        self._series, self._starts = series, starts
+    def _held_values(self) -> Iterator[tuple[str, bytes]]:
+        yield from self.cold.items()
+        yield from self._thawed.items()  # the hot ones, as the last drain left them
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         snap: dict[str, dict[str, Any]] = {PENDING_PREFIX + op.key: op.as_dict()
@@ -656,10 +589,9 @@ class StateStore:
         snap.update({DONE_PREFIX + k: m.as_dict() for k, m in self.done.items()})
         snap.update({BUFFER_PREFIX + k: dict(decode_notification(v))
                      for k, v in self.buffer.items()})
-        if self.max_time != NO_TIME:
-            snap[WATERMARK_KEY] = {"max": self.max_time, "w": self.watermark}
-            if self.sources:
-                snap[WATERMARK_KEY]["src"] = {k: list(v) for k, v in self.sources.items()}
+        meta = self.clock.snapshot()
+        if meta is not None:
+            snap[WATERMARK_KEY] = meta
         return snap
 
 
@@ -667,10 +599,3 @@ def _bid_time(bid: str) -> int:
     """The release time a buffered notification's id starts with."""
     return int(bid[:bid.index("|")])
 
-
-def _take(counter: Counter[int], key: int) -> None:
-    n = counter[key]
-    if n <= 1:
-        del counter[key]
-    else:
-        counter[key] = n - 1
