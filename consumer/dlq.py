@@ -13,6 +13,13 @@ came from, byte for byte with its key, exactly once:
    topic with ``vmevents.redrive.*`` audit headers and write its ledger entry. A crash aborts both;
    the next run sees neither and re-drives the record then.
 
+Every transactional call goes through :class:`~consumer.runtime.transactions.TransactionalProducer`,
+as the stages' do: under a deadline, retried while retriable, aborted (or the producer replaced)
+when a batch cannot commit. A batch that did not commit is redone after the ledger is read again,
+since while a call of ours hung another run may have fenced us and re-driven some of its records.
+A run that is fenced stops with :class:`~consumer.runtime.transactions.Fenced` (exit code 1): the
+run that fenced it owns the re-drive from then on.
+
 Loops are broken by the audit headers: the normalize stage copies a re-driven record's
 ``vmevents.redrive.*`` headers onto the DLQ record when it fails again, so a DLQ record with a
 redrive count is one that already failed after a re-drive. Those are left alone unless
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,13 +43,18 @@ from consumer.config import Settings
 from consumer.errors import ConfigError, KafkaRuntimeError
 from consumer.jsonout import iso_ms
 from consumer.logs import kafka_logger
+from consumer.metrics import Metrics
 from consumer.runtime.clients import ensure_topics, producer_conf, topic_exists, wrap
 from consumer.runtime.loop import Headers
+from consumer.runtime.outage import Outage
+from consumer.runtime.transactions import BatchLost, TransactionalProducer
 from consumer.tail import TailOptions, header_dict, parse_time, read
 
 REDRIVE = "vmevents.redrive."
 BATCH = 500
 """Records per re-drive transaction."""
+ATTEMPTS = 5
+"""Transactions a batch may lose before the run gives up (a record its topic refuses, say)."""
 
 
 @dataclass(frozen=True)
@@ -192,12 +205,11 @@ def redrive(settings: Settings, selection: Selection, *, to_topic: str | None = 
     """Re-drive the selected DLQ records exactly once (see the module docstring)."""
     dlq = settings.dlq_topic
     ledger = ledger_topic(dlq)
-    producer = None
+    txn = None
     if not dry_run:
         _ensure_ledger(settings, ledger)
-        producer = Producer(producer_conf(settings, f"vmevents-dlq-redrive-{dlq}",
-                                          logger=kafka_logger("producer")))
-        _call(producer.init_transactions, "init_transactions", settings)  # fences any other run
+        txn = redrive_producer(settings)
+        txn.init()  # fences any other run and aborts its open transaction
     done = _read_ledger(settings, ledger) if topic_exists(settings, ledger) else set()
     report = RedriveReport()
     batch: list[tuple[DeadLetter, str]] = []
@@ -217,10 +229,21 @@ def redrive(settings: Settings, selection: Selection, *, to_topic: str | None = 
                                     "reason": d.reason}).decode() + "\n")
         batch.append((d, target))
         if len(batch) >= BATCH:
-            _commit(producer, batch, settings, report)
+            done = _commit(txn, batch, settings, report, done)
             batch = []
-    _commit(producer, batch, settings, report)
+    _commit(txn, batch, settings, report, done)
     return report
+
+
+def redrive_producer(settings: Settings) -> TransactionalProducer:
+    """The re-drive's producer: one transactional id per DLQ topic, shared by every run, so a
+    fenced run stops instead of fencing back (``replace_when_fenced=False``)."""
+    conf = producer_conf(settings, f"vmevents-dlq-redrive-{settings.dlq_topic}",
+                         logger=kafka_logger("producer"))
+    return TransactionalProducer(
+        conf, stage="redrive", call_timeout=settings.kafka_call_timeout_ms / 1000.0,
+        metrics=Metrics(), outage=Outage("redrive"), stop=threading.Event(),
+        heartbeat=lambda: None, replace_when_fenced=False)
 
 
 def _ensure_ledger(settings: Settings, ledger: str) -> None:
@@ -231,24 +254,51 @@ def _ensure_ledger(settings: Settings, ledger: str) -> None:
                                 "VMEVENTS_CREATE_TOPICS=false: create it (compacted)")
 
 
-def _commit(producer: Producer | None, batch: Sequence[tuple[DeadLetter, str]],
-            settings: Settings, report: RedriveReport) -> None:
-    """One transaction: the records on their raw topics and their ledger entries together."""
-    if not batch:
-        return
-    if producer is not None:
-        dlq = settings.dlq_topic
-        ledger = ledger_topic(dlq)
-        now = time.time_ns() // 1_000_000
-        producer.begin_transaction()
+def _commit(txn: TransactionalProducer | None, batch: Sequence[tuple[DeadLetter, str]],
+            settings: Settings, report: RedriveReport, done: set[bytes]) -> set[bytes]:
+    """One transaction: the records on their raw topics and their ledger entries together.
+
+    Redone (up to :data:`ATTEMPTS` times) until it commits, each time without the records the
+    ledger, read again, says are re-driven already; returns the ledger as last read.
+    """
+    pending = list(batch)
+    attempt = 0
+    while txn is not None and pending:
+        try:
+            _produce_batch(txn, pending, settings)
+            txn.commit(lambda: None)
+            break
+        except BatchLost as lost:
+            attempt += 1
+            if attempt >= ATTEMPTS:
+                raise KafkaRuntimeError(f"a re-drive batch lost {attempt} transactions in a row "
+                                        f"(last: {lost}): nothing of it was re-driven") from None
+            done = _read_ledger(settings, ledger_topic(settings.dlq_topic))
+            left = [(d, t) for d, t in pending if ledger_key(d.partition, d.offset) not in done]
+            report.already_redriven += len(pending) - len(left)
+            pending = left
+    for _, target in pending:
+        report.redriven += 1
+        report.by_topic[target] = report.by_topic.get(target, 0) + 1
+    return done
+
+
+def _produce_batch(txn: TransactionalProducer, batch: Sequence[tuple[DeadLetter, str]],
+                   settings: Settings) -> None:
+    """Begin a transaction and produce the batch into it; a produce error undoes it (BatchLost)."""
+    dlq = settings.dlq_topic
+    ledger = ledger_topic(dlq)
+    now = time.time_ns() // 1_000_000
+    txn.begin()
+    producer = txn.producer
+    try:
         for d, target in batch:
             _produce(producer, target, d.value, d.key, audit_headers(d, dlq, now))
             _produce(producer, ledger, orjson.dumps({"to": target, "at": now}),
                      ledger_key(d.partition, d.offset), None)
-        _call(producer.commit_transaction, "commit_transaction", settings)
-    for _, target in batch:
-        report.redriven += 1
-        report.by_topic[target] = report.by_topic.get(target, 0) + 1
+    except KafkaException as exc:
+        txn.fail(wrap(exc, "produce"))
+        raise BatchLost(str(exc)) from None
 
 
 def _produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None,
@@ -259,13 +309,6 @@ def _produce(producer: Producer, topic: str, value: bytes | None, key: bytes | N
             return
         except BufferError:
             producer.poll(0.05)  # local queue full (large records): let librdkafka drain it
-
-
-def _call(fn: Any, what: str, settings: Settings) -> None:
-    try:
-        fn(settings.transaction_timeout_ms / 1000.0)
-    except KafkaException as exc:
-        raise wrap(exc, what) from None
 
 
 # -- command line ------------------------------------------------------------------------------
