@@ -17,8 +17,8 @@ Every transactional call goes through :class:`~consumer.runtime.transactions.Tra
 as the stages' do: under a deadline, retried while retriable, aborted (or the producer replaced)
 when a batch cannot commit. A batch that did not commit is redone after the ledger is read again,
 since while a call of ours hung another run may have fenced us and re-driven some of its records.
-A run that is fenced stops with :class:`~consumer.runtime.transactions.Fenced` (exit code 1): the
-run that fenced it owns the re-drive from then on.
+A run that is fenced stops with :class:`~consumer.runtime.transactions.Fenced` (exit code 1) and
+commits nothing more; what it had not committed is left to whichever run selects it next.
 
 Loops are broken by the audit headers: the normalize stage copies a re-driven record's
 ``vmevents.redrive.*`` headers onto the DLQ record when it fails again, so a DLQ record with a
@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import orjson
+import structlog
 from confluent_kafka import KafkaException, Message, Producer
 
 from consumer.config import Settings
@@ -48,7 +49,10 @@ from consumer.runtime.clients import ensure_topics, producer_conf, topic_exists,
 from consumer.runtime.loop import Headers
 from consumer.runtime.outage import Outage
 from consumer.runtime.transactions import BatchLost, TransactionalProducer
+from consumer.signals import force_exit
 from consumer.tail import TailOptions, header_dict, parse_time, read
+
+log = structlog.get_logger(__name__)
 
 REDRIVE = "vmevents.redrive."
 BATCH = 500
@@ -198,17 +202,38 @@ class RedriveReport:
     already_redriven: int = 0
     failed_after_redrive: int = 0
     by_topic: dict[str, int] = field(default_factory=dict)
+    stuck_calls: int = 0
 
 
 def redrive(settings: Settings, selection: Selection, *, to_topic: str | None = None,
             dry_run: bool = False, out: TextIO | None = None) -> RedriveReport:
-    """Re-drive the selected DLQ records exactly once (see the module docstring)."""
-    dlq = settings.dlq_topic
-    ledger = ledger_topic(dlq)
+    """Re-drive the selected DLQ records exactly once (see the module docstring).
+
+    A producer left with a call stuck inside librdkafka cannot be destroyed without blocking
+    too: the report counts such calls (``stuck_calls``) so the command line can end the process
+    without the interpreter's teardown; an error with such calls ends it here, on the main thread.
+    """
     txn = None
     if not dry_run:
-        _ensure_ledger(settings, ledger)
+        _ensure_ledger(settings, ledger_topic(settings.dlq_topic))
         txn = redrive_producer(settings)
+    try:
+        report = _redrive(settings, selection, txn, to_topic=to_topic, dry_run=dry_run, out=out)
+    except Exception as exc:
+        if txn is not None and txn.stuck and threading.current_thread() is threading.main_thread():
+            log.error("re-drive failed with client calls stuck inside librdkafka",
+                      error=f"{type(exc).__name__}: {exc}")
+            force_exit(1)
+        raise
+    report.stuck_calls = len(txn.stuck) if txn is not None else 0
+    return report
+
+
+def _redrive(settings: Settings, selection: Selection, txn: TransactionalProducer | None, *,
+             to_topic: str | None, dry_run: bool, out: TextIO | None) -> RedriveReport:
+    dlq = settings.dlq_topic
+    ledger = ledger_topic(dlq)
+    if txn is not None:
         txn.init()  # fences any other run and aborts its open transaction
     done = _read_ledger(settings, ledger) if topic_exists(settings, ledger) else set()
     report = RedriveReport()
@@ -322,7 +347,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "redrive", help="put chosen DLQ records back on their raw topic, exactly once",
         description="Re-drive DLQ records to the raw topic they came from, once each, with "
                     "vmevents.redrive.* audit headers. Records that already failed after a "
-                    "re-drive are skipped unless --force.")
+                    "re-drive are skipped unless --force. Runs on one DLQ exclude each other: a "
+                    "run that another one fences stops (exit code 1); what it had not committed "
+                    "is left to whichever run selects it next.")
     rd.add_argument("--reason", action="append", required=True,
                     help="DLQ reason to re-drive (repeatable), see `vmevents dlq list`")
     rd.add_argument("--partition", type=int, help="only this DLQ partition")
@@ -359,4 +386,6 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
                "skipped_failed_after_redrive": report.failed_after_redrive,
                "to": report.by_topic}
     sys.stdout.write(orjson.dumps(summary).decode() + "\n")
+    if report.stuck_calls:
+        force_exit(0)  # the interpreter's teardown would wait for the stuck calls
     return 0

@@ -158,6 +158,7 @@ import os, signal, sys, time
 from pathlib import Path
 from consumer import dlq
 from consumer.cli import main
+from consumer.runtime.deadline import CallOverran
 from consumer.runtime.transactions import TransactionalProducer
 
 dlq.BATCH = 4
@@ -175,14 +176,24 @@ def second_commit_held(self, offsets):
         deadline = time.monotonic() + 90
         while not marker.with_suffix(".go").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+        if mode == "stuck":  # the commit overruns its deadline, as librdkafka's can
+            call = self.call
+
+            def overran(what, fn):
+                self.call = call
+                raise CallOverran(f"{what} did not return within {self.deadline:.0f}s")
+
+            self.call = overran
     return commit(self, offsets)
 
 TransactionalProducer.commit = second_commit_held
 sys.exit(main(["dlq", "redrive", "--reason", "malformed_json"]))
 """
 """``vmevents dlq redrive`` in batches of 4 whose second commit is held: the process SIGKILLs
-itself there (``kill``) or waits for ``<marker>.go`` (``hold``); ``<marker>.held`` says it got
-there. The hook only stands between our code and the real commit; the broker is real."""
+itself there (``kill``), or waits for ``<marker>.go`` (``hold``), then commits, or then has the
+commit overrun its deadline (``stuck``: the one answer a broker cannot be made to give);
+``<marker>.held`` says it got there. The hook only stands between our code and the real
+commit; the broker is real."""
 
 RECORDS = 12
 
@@ -262,4 +273,28 @@ def test_of_two_redrives_racing_the_fenced_one_stops_and_each_record_goes_once(
     assert "took over" in lines[-1], err
     assert b"Traceback" not in err
     assert b"redriven" not in out  # it stopped: no summary of a run that did not finish
+    assert_redriven_once(bootstrap, raw, dlq, offsets)
+
+
+def test_a_redrive_whose_commit_hung_while_another_ran_redoes_only_what_the_ledger_lacks(
+        kafka_stack: Any, tmp_path: Path) -> None:
+    """Its commit overran while a second run fenced it and re-drove the rest: its new producer
+    aborts the old transaction, it reads the ledger again, and re-drives nothing twice."""
+    bootstrap = kafka_stack.bootstrap
+    settings, raw, dlq, offsets, env = dead_letters_of_bad_json(bootstrap)
+    marker = tmp_path / "redrive"
+    first = hooked_redrive("stuck", marker, env)
+    try:
+        wait_for(marker.with_suffix(".held"), first)
+        report = redrive(settings, Selection(frozenset({"malformed_json"})))
+        assert (report.redriven, report.already_redriven) == (RECORDS - 4, 4)
+        marker.with_suffix(".go").touch()
+        out, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, err
+    summary = orjson.loads(out.splitlines()[-1])
+    assert (summary["redriven"], summary["already_redriven"]) == (4, RECORDS - 4), err
+    assert b"producer replaced" in err
     assert_redriven_once(bootstrap, raw, dlq, offsets)

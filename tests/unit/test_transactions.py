@@ -279,16 +279,21 @@ def test_a_stuck_init_is_abandoned_and_a_new_producer_inits(make: Any) -> None:
 # -- the limits ----------------------------------------------------------------------------
 
 
-def test_replacements_without_a_commit_in_between_are_limited(make: Any) -> None:
-    txn, factory = make(*({"commit_transaction": [FATAL]} for _ in range(MAX_REPLACEMENTS + 1)))
+@pytest.mark.parametrize(("outcome", "limit", "why"), [
+    (FATAL, MAX_REPLACEMENTS, f"replaced {MAX_REPLACEMENTS} times without a commit"),
+    (BLOCK, MAX_STUCK, f"{MAX_STUCK + 1} client calls stuck inside librdkafka"),
+], ids=["replacements", "stuck"])
+def test_past_its_limit_the_producer_gives_up_with_a_fatal_error(
+        make: Any, outcome: Outcome, limit: int, why: str) -> None:
+    txn, factory = make(*({"commit_transaction": [outcome]} for _ in range(limit + 1)))
     txn.init()
-    for _ in range(MAX_REPLACEMENTS):
+    for _ in range(limit):
         with pytest.raises(BatchLost):
             batch(txn)
-    with pytest.raises(KafkaRuntimeError, match=f"replaced {MAX_REPLACEMENTS} times") as info:
+    with pytest.raises(KafkaRuntimeError, match=why) as info:
         batch(txn)
     assert info.value.fatal
-    assert len(factory.made) == MAX_REPLACEMENTS + 1  # none made past the limit
+    assert len(factory.made) == limit + 1  # none made past the limit
 
 
 def test_a_commit_resets_the_replacement_count(make: Any) -> None:
@@ -306,18 +311,6 @@ def test_a_commit_resets_the_replacement_count(make: Any) -> None:
         with pytest.raises(BatchLost):
             batch(txn)
     assert txn.replacements == MAX_REPLACEMENTS
-
-
-def test_stuck_producers_are_limited(make: Any) -> None:
-    txn, _factory = make(*({"commit_transaction": [BLOCK]} for _ in range(MAX_STUCK + 1)))
-    txn.init()
-    for _ in range(MAX_STUCK):
-        with pytest.raises(BatchLost):
-            batch(txn)
-    with pytest.raises(KafkaRuntimeError, match=f"{MAX_STUCK + 1} client calls stuck") as info:
-        batch(txn)
-    assert info.value.fatal
-    assert len(txn.stuck) == MAX_STUCK + 1
 
 
 # -- fenced ------------------------------------------------------------------------------------
