@@ -57,7 +57,7 @@ log = structlog.get_logger(__name__)
 REDRIVE = "vmevents.redrive."
 BATCH = 500
 """Records per re-drive transaction."""
-ATTEMPTS = 5
+ATTEMPTS = 3
 """Transactions a batch may lose before the run gives up (a record its topic refuses, say)."""
 
 
@@ -213,6 +213,9 @@ def redrive(settings: Settings, selection: Selection, *, to_topic: str | None = 
     too: the report counts such calls (``stuck_calls``) so the command line can end the process
     without the interpreter's teardown; an error with such calls ends it here, on the main thread.
     """
+    if to_topic is not None and not topic_exists(settings, to_topic):
+        # Said at once: a batch for a missing topic would wait out its transaction, ATTEMPTS times.
+        raise KafkaRuntimeError(f"--to-topic {to_topic} does not exist")
     txn = None
     if not dry_run:
         _ensure_ledger(settings, ledger_topic(settings.dlq_topic))

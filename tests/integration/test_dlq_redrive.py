@@ -19,13 +19,20 @@ from confluent_kafka import Consumer, TopicPartition
 from consumer.app import normalize_loop
 from consumer.config import Settings
 from consumer.dlq import Selection, ledger_topic, read_dead_letters, redrive, summarize
-from consumer.errors import InvalidEvent
+from consumer.errors import InvalidEvent, KafkaRuntimeError
 from consumer.http import Health
 from consumer.metrics import Metrics
 from consumer.model import InstanceEvent
 from consumer.normalization import Normalizer
 from consumer.serde import Decoder, load_schemas
-from tests.integration.kafkatools import ROOT, committed_total, headers_of, read_all, stage_env
+from tests.integration.kafkatools import (
+    ROOT,
+    committed_total,
+    headers_of,
+    read_all,
+    stage_env,
+    unique,
+)
 from tests.integration.test_normalize_stage import in_process_stage, run_in_thread
 from tests.seeds import SEEDS
 
@@ -151,6 +158,9 @@ def test_dry_run_and_ranges_select_without_writing(kafka_stack: Any) -> None:
     copies = read_all(kafka_stack.bootstrap, [raw], expected=2 * len(values), settle=1)[len(values):]
     assert sorted(int(headers_of(m)["vmevents.redrive.dlq.offset"]) for m in copies) == list(range(6))
     assert dlq == settings.dlq_topic
+    with pytest.raises(KafkaRuntimeError, match="does not exist"):  # at once, not per batch
+        redrive(settings, Selection(frozenset({"malformed_json"}), force=True),
+                to_topic=unique("missing"))
 
 
 HOOKED_REDRIVE = """

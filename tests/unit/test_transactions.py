@@ -98,7 +98,7 @@ def make() -> Iterator[Any]:
     deadline; blocked fake calls are released when the test ends."""
     factories: list[Factory] = []
 
-    def build(*scripts: dict[str, list[Outcome]], deadline: float = 0.3,
+    def build(*scripts: dict[str, list[Outcome]], deadline: float = 0.5,
               **options: Any) -> tuple[TransactionalProducer, Factory]:
         factory = Factory(*scripts)
         factories.append(factory)
