@@ -226,8 +226,9 @@ def test_a_fatal_error_replaces_the_producer_and_the_new_one_fences_the_old(
     assert (txn.last, txn.replacements) == ("committed", 0)
 
 
-def test_an_abort_that_fails_replaces_the_producer(make: Any) -> None:
-    txn, factory = make({"commit_transaction": [ABORTABLE], "abort_transaction": [FATAL]})
+@pytest.mark.parametrize("error", [FATAL, ABORTABLE, REFUSED], ids=["fatal", "abortable", "other"])
+def test_an_abort_that_fails_replaces_the_producer(make: Any, error: KafkaError) -> None:
+    txn, factory = make({"commit_transaction": [ABORTABLE], "abort_transaction": [error]})
     txn.init()
     with pytest.raises(BatchLost):
         batch(txn)
@@ -265,6 +266,15 @@ def test_a_stuck_call_abandons_its_producer_for_good(make: Any, call: str) -> No
     assert txn.stuck == [old]  # kept referenced: destroying it would block too
     assert new.calls == ["init_transactions"]
     assert txn.last == "aborted (producer replaced)"
+
+
+@pytest.mark.parametrize("error", [FATAL, ABORTABLE, REFUSED], ids=["fatal", "abortable", "other"])
+def test_an_init_that_fails_otherwise_than_retriably_is_raised(make: Any, error: KafkaError) -> None:
+    """Nothing to abort or replace yet: the caller (a stage starting, a re-drive) stops."""
+    txn, factory = make({"init_transactions": [error]})
+    with pytest.raises(KafkaRuntimeError, match=f"init_transactions: {error.str()}"):
+        txn.init()
+    assert [p.calls for p in factory.made] == [["init_transactions"]]
 
 
 def test_a_stuck_init_is_abandoned_and_a_new_producer_inits(make: Any) -> None:
