@@ -260,16 +260,18 @@ def test_a_redrive_killed_between_produce_and_commit_leaves_nothing_the_next_run
     assert_redriven_once(bootstrap, raw, dlq, offsets)
 
 
-def test_of_two_redrives_racing_the_fenced_one_stops_and_each_record_goes_once(
-        kafka_stack: Any, tmp_path: Path) -> None:
-    bootstrap = kafka_stack.bootstrap
+def held_while_another_runs(bootstrap: str, mode: str,
+                           marker: Path) -> tuple[subprocess.CompletedProcess[bytes], str, str,
+                                                  list[int]]:
+    """A hooked run held at its second commit while a second run, here, re-drives everything
+    the ledger lacks; then the first goes on. The first run's outcome, the raw and DLQ topics,
+    and the DLQ offsets."""
     settings, raw, dlq, offsets, env = dead_letters_of_bad_json(bootstrap)
-    marker = tmp_path / "redrive"
-    first = hooked_redrive("hold", marker, env)
+    first = hooked_redrive(mode, marker, env)
     try:
         wait_for(marker.with_suffix(".held"), first)
-        # A second run starts while the first holds an open transaction: it fences the first,
-        # aborts that transaction, and re-drives what the ledger does not have yet.
+        # The second run fences the first, aborts its open transaction, and re-drives what the
+        # ledger does not have yet: all but the first run's committed batch.
         report = redrive(settings, Selection(frozenset({"malformed_json"})))
         assert (report.redriven, report.already_redriven) == (RECORDS - 4, 4)
         marker.with_suffix(".go").touch()
@@ -277,34 +279,30 @@ def test_of_two_redrives_racing_the_fenced_one_stops_and_each_record_goes_once(
     finally:
         if first.poll() is None:
             first.kill()
-    assert first.returncode == 1, err
-    lines = err.decode().strip().splitlines()
-    assert lines[-1].startswith("vmevents: "), err
-    assert "took over" in lines[-1], err
-    assert b"Traceback" not in err
-    assert b"redriven" not in out  # it stopped: no summary of a run that did not finish
-    assert_redriven_once(bootstrap, raw, dlq, offsets)
+    return subprocess.CompletedProcess(first.args, first.returncode, out, err), raw, dlq, offsets
+
+
+def test_of_two_redrives_racing_the_fenced_one_stops_and_each_record_goes_once(
+        kafka_stack: Any, tmp_path: Path) -> None:
+    first, raw, dlq, offsets = held_while_another_runs(kafka_stack.bootstrap, "hold",
+                                                       tmp_path / "redrive")
+    assert first.returncode == 1, first.stderr
+    lines = first.stderr.decode().strip().splitlines()
+    assert lines[-1].startswith("vmevents: "), first.stderr
+    assert "took over" in lines[-1], first.stderr
+    assert b"Traceback" not in first.stderr
+    assert b"redriven" not in first.stdout  # it stopped: no summary of a run that did not finish
+    assert_redriven_once(kafka_stack.bootstrap, raw, dlq, offsets)
 
 
 def test_a_redrive_whose_commit_hung_while_another_ran_redoes_only_what_the_ledger_lacks(
         kafka_stack: Any, tmp_path: Path) -> None:
     """Its commit overran while a second run fenced it and re-drove the rest: its new producer
     aborts the old transaction, it reads the ledger again, and re-drives nothing twice."""
-    bootstrap = kafka_stack.bootstrap
-    settings, raw, dlq, offsets, env = dead_letters_of_bad_json(bootstrap)
-    marker = tmp_path / "redrive"
-    first = hooked_redrive("stuck", marker, env)
-    try:
-        wait_for(marker.with_suffix(".held"), first)
-        report = redrive(settings, Selection(frozenset({"malformed_json"})))
-        assert (report.redriven, report.already_redriven) == (RECORDS - 4, 4)
-        marker.with_suffix(".go").touch()
-        out, err = first.communicate(timeout=120)
-    finally:
-        if first.poll() is None:
-            first.kill()
-    assert first.returncode == 0, err
-    summary = orjson.loads(out.splitlines()[-1])
-    assert (summary["redriven"], summary["already_redriven"]) == (4, RECORDS - 4), err
-    assert b"producer replaced" in err
-    assert_redriven_once(bootstrap, raw, dlq, offsets)
+    first, raw, dlq, offsets = held_while_another_runs(kafka_stack.bootstrap, "stuck",
+                                                       tmp_path / "redrive")
+    assert first.returncode == 0, first.stderr
+    summary = orjson.loads(first.stdout.splitlines()[-1])
+    assert (summary["redriven"], summary["already_redriven"]) == (4, RECORDS - 4), first.stderr
+    assert b"producer replaced" in first.stderr
+    assert_redriven_once(kafka_stack.bootstrap, raw, dlq, offsets)
