@@ -11,8 +11,8 @@ event as a JSON string in the ``Message`` of an SNS notification (``source_forma
   -> scheduled; open -> scheduled while ``startTime`` is after the event's ``time``, executing
   once it is not (``start_time`` is then the vendor's start); closed -> executed; no
   ``statusCode`` (the older shape) counts as open.
-- ``aws.ec2``: code = ``detail-type``, the instance ``detail.instance-id`` (or
-  ``instance_id``, or the one instance ARN in ``resources`` when the detail names none). Spot interruption
+- ``aws.ec2``: code = ``detail-type``, the instance ``detail.instance-id`` (or ``instance_id``,
+  or the one instance ARN in ``resources`` when the detail names none). Spot interruption
   warnings and rebalance recommendations are single notices (``instance-action`` kept).
   State-change notifications feed the lifecycle correlation: EC2 has no ``starting`` or
   ``deleting`` state, its ``pending`` comes before a start as before a launch and
@@ -115,7 +115,7 @@ def _adapt(obj: JsonObject, parse_time: TimeParse, source_format: str,
 
 def _ec2_instance(detail: JsonObject, resources: object) -> str | None:
     """The instance an ``aws.ec2`` event is about: ``detail.instance-id``, its snake-case
-    spelling ``instance_id`` (SDK-serialised events), else the one instance ARN in
+    spelling ``instance_id`` (met in SDK-built payloads), else the one instance ARN in
     ``resources``; None when it names none (an EBS notice). Several there and none in the
     detail is ambiguous: invalid, not guessed."""
     for key in ("instance-id", "instance_id"):

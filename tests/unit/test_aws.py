@@ -302,7 +302,7 @@ def test_sns_message_base64_is_not_accepted_as_json() -> None:
 
 
 def snake_case_state_change(**detail: Any) -> dict[str, Any]:
-    """The documented state change with the detail as SDK-serialised events spell it."""
+    """The documented state change with the detail's snake-case spelling (SDK-built payloads)."""
     obj = copy.deepcopy(AWS_STATE_CHANGE.obj)
     obj["detail"] = {"instance_id": "i-abcd1111", "state": "running", **detail}
     return obj
