@@ -150,9 +150,10 @@ def run_stage(stage: str, settings: Settings, stop: threading.Event | None = Non
     loop = LOOPS[stage](settings, metrics, health)
     try:
         loop.run(stop)
-    except KafkaRuntimeError as exc:
+    except Exception as exc:  # any error: with a call stuck, teardown itself would hang
         if owns_process and loop.txn is not None and loop.txn.stuck:
-            log.error("stage failed with client calls stuck inside librdkafka", error=str(exc))
+            log.error("stage failed with client calls stuck inside librdkafka",
+                      error=f"{type(exc).__name__}: {exc}")
             force_exit(1)
         raise
     finally:

@@ -1,4 +1,9 @@
-"""vmevents: run the stages, or use the pure core offline on files of vendor events."""
+"""vmevents: run the stages, or use the pure core offline on files of vendor events.
+
+Exit codes: 0 done; 1 a Kafka error, or lines rejected under normalize --strict; 2 a
+configuration or input error; 70 an unexpected error (a bug): one redacted line with a crash id,
+the traceback (redacted) only with VMEVENTS_LOG_LEVEL=debug.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from operator import itemgetter
 from typing import BinaryIO
 
 import orjson
+import structlog
 
 from consumer import __version__, dlq, tail
 from consumer.config import Settings, load_settings
@@ -26,6 +33,11 @@ from consumer.redact import redact
 from consumer.serde import load_schemas
 
 STAGES = ("normalize", "correlate")
+UNEXPECTED_ERROR = 70
+"""Exit code of an error no code path expected (``EX_SOFTWARE`` of sysexits.h)."""
+MAX_ERROR_LINE = 500
+
+log = structlog.get_logger(__name__)
 
 
 @contextmanager
@@ -202,7 +214,8 @@ def _run_all(stages: Sequence[str], settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vmevents", description=__doc__)
+    summary, _, exit_codes = (__doc__ or "").partition("\n\n")
+    p = argparse.ArgumentParser(prog="vmevents", description=summary, epilog=exit_codes)
     p.add_argument("--version", action="version", version=f"vmevents {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the stages against Kafka (both by default)")
@@ -248,6 +261,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        return _unexpected(exc)
+
+
+def _unexpected(exc: Exception) -> int:
+    """A bug, not a condition we know: one redacted line on stderr, never a raw traceback,
+    which could show a secret the message carried; the crash id finds its traceback, logged
+    redacted at debug level."""
+    crash_id = uuid.uuid4().hex[:12]
+    message = " ".join(redact(str(exc)).split())
+    if len(message) > MAX_ERROR_LINE:
+        message = message[: MAX_ERROR_LINE - 3] + "..."
+    print(f"vmevents: unexpected error (crash id {crash_id}): {type(exc).__name__}: {message}; "
+          "VMEVENTS_LOG_LEVEL=debug logs its traceback", file=sys.stderr)
+    if structlog.is_configured():  # else the defaults would print it, unredacted, at any level
+        log.debug("unexpected error", crash_id=crash_id, exc_info=exc)
+    return UNEXPECTED_ERROR
 
 
 if __name__ == "__main__":

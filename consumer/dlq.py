@@ -13,6 +13,13 @@ came from, byte for byte with its key, exactly once:
    topic with ``vmevents.redrive.*`` audit headers and write its ledger entry. A crash aborts both;
    the next run sees neither and re-drives the record then.
 
+Every transactional call goes through :class:`~consumer.runtime.transactions.TransactionalProducer`,
+as the stages' do: under a deadline, retried while retriable, aborted (or the producer replaced)
+when a batch cannot commit. A batch that did not commit is redone after the ledger is read again,
+since while a call of ours hung another run may have fenced us and re-driven some of its records.
+A run that is fenced stops with :class:`~consumer.runtime.transactions.Fenced` (exit code 1) and
+commits nothing more; what it had not committed is left to whichever run selects it next.
+
 Loops are broken by the audit headers: the normalize stage copies a re-driven record's
 ``vmevents.redrive.*`` headers onto the DLQ record when it fails again, so a DLQ record with a
 redrive count is one that already failed after a re-drive. Those are left alone unless
@@ -23,25 +30,35 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import orjson
+import structlog
 from confluent_kafka import KafkaException, Message, Producer
 
 from consumer.config import Settings
 from consumer.errors import ConfigError, KafkaRuntimeError
 from consumer.jsonout import iso_ms
 from consumer.logs import kafka_logger
+from consumer.metrics import Metrics
 from consumer.runtime.clients import ensure_topics, producer_conf, topic_exists, wrap
 from consumer.runtime.loop import Headers
+from consumer.runtime.outage import Outage
+from consumer.runtime.transactions import BatchLost, TransactionalProducer
+from consumer.signals import force_exit
 from consumer.tail import TailOptions, header_dict, parse_time, read
+
+log = structlog.get_logger(__name__)
 
 REDRIVE = "vmevents.redrive."
 BATCH = 500
 """Records per re-drive transaction."""
+ATTEMPTS = 3
+"""Transactions a batch may lose before the run gives up (a record its topic refuses, say)."""
 
 
 @dataclass(frozen=True)
@@ -185,19 +202,42 @@ class RedriveReport:
     already_redriven: int = 0
     failed_after_redrive: int = 0
     by_topic: dict[str, int] = field(default_factory=dict)
+    stuck_calls: int = 0
 
 
 def redrive(settings: Settings, selection: Selection, *, to_topic: str | None = None,
             dry_run: bool = False, out: TextIO | None = None) -> RedriveReport:
-    """Re-drive the selected DLQ records exactly once (see the module docstring)."""
+    """Re-drive the selected DLQ records exactly once (see the module docstring).
+
+    A producer left with a call stuck inside librdkafka cannot be destroyed without blocking
+    too: the report counts such calls (``stuck_calls``) so the command line can end the process
+    without the interpreter's teardown; an error with such calls ends it here, on the main thread.
+    """
+    if to_topic is not None and not topic_exists(settings, to_topic):
+        # Said at once: a batch for a missing topic would wait out its transaction, ATTEMPTS times.
+        raise KafkaRuntimeError(f"--to-topic {to_topic} does not exist")
+    txn = None
+    if not dry_run:
+        _ensure_ledger(settings, ledger_topic(settings.dlq_topic))
+        txn = redrive_producer(settings)
+    try:
+        report = _redrive(settings, selection, txn, to_topic=to_topic, dry_run=dry_run, out=out)
+    except Exception as exc:
+        if txn is not None and txn.stuck and threading.current_thread() is threading.main_thread():
+            log.error("re-drive failed with client calls stuck inside librdkafka",
+                      error=f"{type(exc).__name__}: {exc}")
+            force_exit(1)
+        raise
+    report.stuck_calls = len(txn.stuck) if txn is not None else 0
+    return report
+
+
+def _redrive(settings: Settings, selection: Selection, txn: TransactionalProducer | None, *,
+             to_topic: str | None, dry_run: bool, out: TextIO | None) -> RedriveReport:
     dlq = settings.dlq_topic
     ledger = ledger_topic(dlq)
-    producer = None
-    if not dry_run:
-        _ensure_ledger(settings, ledger)
-        producer = Producer(producer_conf(settings, f"vmevents-dlq-redrive-{dlq}",
-                                          logger=kafka_logger("producer")))
-        _call(producer.init_transactions, "init_transactions", settings)  # fences any other run
+    if txn is not None:
+        txn.init()  # fences any other run and aborts its open transaction
     done = _read_ledger(settings, ledger) if topic_exists(settings, ledger) else set()
     report = RedriveReport()
     batch: list[tuple[DeadLetter, str]] = []
@@ -217,10 +257,21 @@ def redrive(settings: Settings, selection: Selection, *, to_topic: str | None = 
                                     "reason": d.reason}).decode() + "\n")
         batch.append((d, target))
         if len(batch) >= BATCH:
-            _commit(producer, batch, settings, report)
+            done = _commit(txn, batch, settings, report, done)
             batch = []
-    _commit(producer, batch, settings, report)
+    _commit(txn, batch, settings, report, done)
     return report
+
+
+def redrive_producer(settings: Settings) -> TransactionalProducer:
+    """The re-drive's producer: one transactional id per DLQ topic, shared by every run, so a
+    fenced run stops instead of fencing back (``replace_when_fenced=False``)."""
+    conf = producer_conf(settings, f"vmevents-dlq-redrive-{settings.dlq_topic}",
+                         logger=kafka_logger("producer"))
+    return TransactionalProducer(
+        conf, stage="redrive", call_timeout=settings.kafka_call_timeout_ms / 1000.0,
+        metrics=Metrics(), outage=Outage("redrive"), stop=threading.Event(),
+        heartbeat=lambda: None, replace_when_fenced=False)
 
 
 def _ensure_ledger(settings: Settings, ledger: str) -> None:
@@ -231,24 +282,51 @@ def _ensure_ledger(settings: Settings, ledger: str) -> None:
                                 "VMEVENTS_CREATE_TOPICS=false: create it (compacted)")
 
 
-def _commit(producer: Producer | None, batch: Sequence[tuple[DeadLetter, str]],
-            settings: Settings, report: RedriveReport) -> None:
-    """One transaction: the records on their raw topics and their ledger entries together."""
-    if not batch:
-        return
-    if producer is not None:
-        dlq = settings.dlq_topic
-        ledger = ledger_topic(dlq)
-        now = time.time_ns() // 1_000_000
-        producer.begin_transaction()
+def _commit(txn: TransactionalProducer | None, batch: Sequence[tuple[DeadLetter, str]],
+            settings: Settings, report: RedriveReport, done: set[bytes]) -> set[bytes]:
+    """One transaction: the records on their raw topics and their ledger entries together.
+
+    Redone (up to :data:`ATTEMPTS` times) until it commits, each time without the records the
+    ledger, read again, says are re-driven already; returns the ledger as last read.
+    """
+    pending = list(batch)
+    attempt = 0
+    while txn is not None and pending:
+        try:
+            _produce_batch(txn, pending, settings)
+            txn.commit(lambda: None)
+            break
+        except BatchLost as lost:
+            attempt += 1
+            if attempt >= ATTEMPTS:
+                raise KafkaRuntimeError(f"a re-drive batch lost {attempt} transactions in a row "
+                                        f"(last: {lost}): nothing of it was re-driven") from None
+            done = _read_ledger(settings, ledger_topic(settings.dlq_topic))
+            left = [(d, t) for d, t in pending if ledger_key(d.partition, d.offset) not in done]
+            report.already_redriven += len(pending) - len(left)
+            pending = left
+    for _, target in pending:
+        report.redriven += 1
+        report.by_topic[target] = report.by_topic.get(target, 0) + 1
+    return done
+
+
+def _produce_batch(txn: TransactionalProducer, batch: Sequence[tuple[DeadLetter, str]],
+                   settings: Settings) -> None:
+    """Begin a transaction and produce the batch into it; a produce error undoes it (BatchLost)."""
+    dlq = settings.dlq_topic
+    ledger = ledger_topic(dlq)
+    now = time.time_ns() // 1_000_000
+    txn.begin()
+    producer = txn.producer
+    try:
         for d, target in batch:
             _produce(producer, target, d.value, d.key, audit_headers(d, dlq, now))
             _produce(producer, ledger, orjson.dumps({"to": target, "at": now}),
                      ledger_key(d.partition, d.offset), None)
-        _call(producer.commit_transaction, "commit_transaction", settings)
-    for _, target in batch:
-        report.redriven += 1
-        report.by_topic[target] = report.by_topic.get(target, 0) + 1
+    except KafkaException as exc:
+        txn.fail(wrap(exc, "produce"))
+        raise BatchLost(str(exc)) from None
 
 
 def _produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None,
@@ -259,13 +337,6 @@ def _produce(producer: Producer, topic: str, value: bytes | None, key: bytes | N
             return
         except BufferError:
             producer.poll(0.05)  # local queue full (large records): let librdkafka drain it
-
-
-def _call(fn: Any, what: str, settings: Settings) -> None:
-    try:
-        fn(settings.transaction_timeout_ms / 1000.0)
-    except KafkaException as exc:
-        raise wrap(exc, what) from None
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -279,7 +350,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "redrive", help="put chosen DLQ records back on their raw topic, exactly once",
         description="Re-drive DLQ records to the raw topic they came from, once each, with "
                     "vmevents.redrive.* audit headers. Records that already failed after a "
-                    "re-drive are skipped unless --force.")
+                    "re-drive are skipped unless --force. Runs on one DLQ exclude each other: a "
+                    "run that another one fences stops (exit code 1); what it had not committed "
+                    "is left to whichever run selects it next.")
     rd.add_argument("--reason", action="append", required=True,
                     help="DLQ reason to re-drive (repeatable), see `vmevents dlq list`")
     rd.add_argument("--partition", type=int, help="only this DLQ partition")
@@ -316,4 +389,6 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
                "skipped_failed_after_redrive": report.failed_after_redrive,
                "to": report.by_topic}
     sys.stdout.write(orjson.dumps(summary).decode() + "\n")
+    if report.stuck_calls:
+        force_exit(0)  # the interpreter's teardown would wait for the stuck calls
     return 0

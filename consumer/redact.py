@@ -1,9 +1,11 @@
 """Secrets out of every log line and error message.
 
-Two nets, both cheap: credentials inside any URL (``scheme://user:password@host`` becomes
-``scheme://user:***@host``), and the exact values of the settings that are secrets (SASL and SSL
-passwords, registry credentials, ...), registered once at start. Values under keys that name a
-secret (``password``, ``secret``, ``token``, ...) are replaced whole.
+Three nets, all cheap: credentials inside any URL (``scheme://user:password@host`` becomes
+``scheme://user:***@host``), the exact values of the settings that are secrets (SASL and SSL
+passwords, registry credentials, ...), registered once at start, and inside free text the value
+of an assignment to a name that names a secret (``sasl.password=...``, ``"token": "..."``), as
+an exception message may echo a configuration or a payload. Values under keys that name a secret
+(``password``, ``secret``, ``token``, ...) are replaced whole.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ SECRET_NAME = re.compile(
     r"password|passwd|secret|token|credential|user[._]?info|jaas|api[._]?key|private[._]?key"
     r"|\.pem$|oauthbearer\.config", re.IGNORECASE)
 """Setting names (librdkafka keys, environment variables, log keys) whose values are secrets."""
+
+_SECRET_ASSIGNMENT = re.compile(
+    r"(?P<head>[\w.-]*(?:password|passwd|secret|token|credential|api[._-]?key)[\w.-]*[\"']?"
+    r"\s*[=:]\s*[\"']?)[^\s\"',;&)}\]]+", re.IGNORECASE)
+"""``<secret name> = value`` or ``"<secret name>": "value"`` inside text: the value is masked."""
 
 _MIN_SECRET_LENGTH = 3
 """Shorter values are not replaced inside text: masking every ``a`` would garble the line."""
@@ -41,6 +48,8 @@ class Redactor:
     def text(self, text: str) -> str:
         if "@" in text:
             text = _URL_CREDENTIALS.sub(rf"\g<head>:{MASK}@", text)
+        if "=" in text or ":" in text:
+            text = _SECRET_ASSIGNMENT.sub(rf"\g<head>{MASK}", text)
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, MASK)

@@ -16,6 +16,10 @@ is the disk's): the code is ``Disk:<Code>``, disk id and device stay attributes;
 Stalled event repeats the name ``...:Executing`` and adds ``executeFinishTime``, which makes it
 the executed phase. A disk event naming no instance is out of scope.
 
+Events about another resource that name no instance (``Snapshot:CreateSnapshotCompleted``,
+whose ``resourceId`` is the snapshot's ARN) are out of scope too: valid ECS events, skipped and
+counted, not dead-lettered. Only an ``Instance:`` event without an instance is invalid.
+
 CloudMonitor's debug-subscription shape (``SendDryRunSystemEvent``, the console's "debug" button)
 has no ``ver``, ``id``, ``userId`` or ``eventTime``: the event time is then the record's arrival
 (see :func:`consumer.normalization.fields.arrival_time`) and ``source_format`` says
@@ -155,6 +159,10 @@ def _adapt(top: JsonObject, body: JsonObject, where: str, parse_time: TimeParse,
         region = region or arn_region
         account = account or arn_account
         if instance_id is None:
+            resource = _resource_of(name, prefixes) or _arn_resource(arn)
+            if resource is not None and resource.lower() != "instance":
+                raise OutOfScope(f"{outer}{name!r} is about a {resource.lower()}, not an "
+                                 "instance", vendor="aliyun")
             raise InvalidEvent(f"{where}instanceId is required (and no instance ARN in "
                                f"{arn_key})")
 
@@ -211,6 +219,20 @@ def _split_name(name: str, prefixes: int) -> tuple[str | None, str | None]:
     code = parts[prefixes + 1] if len(parts) > prefixes + 1 else None
     status = parts[prefixes + 2] if len(parts) > prefixes + 2 else None
     return code or None, status or None
+
+
+def _resource_of(name: str, prefixes: int) -> str | None:
+    """The resource kind ``name`` starts with (``Instance``, ``Disk``, ``Snapshot``), if any."""
+    parts = name.split(":", prefixes + 1)
+    return parts[prefixes] or None if len(parts) > prefixes + 1 else None
+
+
+def _arn_resource(arn: str | None) -> str | None:
+    """The resource kind of an ECS ARN (``instance``, ``snapshot``, ...), if it has one."""
+    if not arn:
+        return None
+    kind, slash, _ = arn.rpartition(":")[2].partition("/")
+    return kind or None if slash else None
 
 
 def split_arn(arn: str | None) -> tuple[str | None, str | None, str | None]:

@@ -11,7 +11,8 @@ event as a JSON string in the ``Message`` of an SNS notification (``source_forma
   -> scheduled; open -> scheduled while ``startTime`` is after the event's ``time``, executing
   once it is not (``start_time`` is then the vendor's start); closed -> executed; no
   ``statusCode`` (the older shape) counts as open.
-- ``aws.ec2``: code = ``detail-type``, the instance ``detail.instance-id``. Spot interruption
+- ``aws.ec2``: code = ``detail-type``, the instance ``detail.instance-id`` (or ``instance_id``,
+  or the one instance ARN in ``resources`` when the detail names none). Spot interruption
   warnings and rebalance recommendations are single notices (``instance-action`` kept).
   State-change notifications feed the lifecycle correlation: EC2 has no ``starting`` or
   ``deleting`` state, its ``pending`` comes before a start as before a launch and
@@ -56,7 +57,7 @@ _HEALTH_MAPPED: Final = frozenset({
     "eventArn", "eventTypeCode", "startTime", "endTime", "statusCode", "eventRegion",
     "affectedEntities", "service",
 })
-_EC2_MAPPED: Final = frozenset({"instance-id", "state"})
+_EC2_MAPPED: Final = frozenset({"instance-id", "instance_id", "state"})
 _SNS_KEPT: Final = ("MessageId", "TopicArn", "Subject", "Timestamp")
 _copy_envelope = extras_copier(_ENVELOPE_MAPPED)
 _copy_health = extras_copier(_HEALTH_MAPPED)
@@ -100,8 +101,8 @@ def _adapt(obj: JsonObject, parse_time: TimeParse, source_format: str,
     _copy_envelope(obj, attributes)
     if source == "aws.health":
         events = _health(obj, detail, event_time, parse_time, source_format, attributes)
-    elif source == "aws.ec2" and "instance-id" in detail:
-        events = [_ec2(detail, detail_type, event_time, source_format, attributes)]
+    elif source == "aws.ec2" and (instance := _ec2_instance(detail, obj.get("resources"))):
+        events = [_ec2(detail, instance, detail_type, event_time, source_format, attributes)]
     else:
         raise OutOfScope(f"{where}{source} {detail_type!r} is not about an EC2 instance",
                          vendor="aws")
@@ -112,10 +113,23 @@ def _adapt(obj: JsonObject, parse_time: TimeParse, source_format: str,
     return events
 
 
-def _ec2(detail: JsonObject, detail_type: str, event_time: int, source_format: str,
-         attributes: dict[str, str]) -> InstanceEvent:
+def _ec2_instance(detail: JsonObject, resources: object) -> str | None:
+    """The instance an ``aws.ec2`` event is about: ``detail.instance-id``, its snake-case
+    spelling ``instance_id`` (met in SDK-built payloads), else the one instance ARN in
+    ``resources``; None when it names none (an EBS notice). Several there and none in the
+    detail is ambiguous: invalid, not guessed."""
+    for key in ("instance-id", "instance_id"):
+        if key in detail:
+            return required_text(detail[key], key, "aws: detail.")
+    named = {i for r in resources if (i := instance_of(r))} if type(resources) is list else set()
+    if len(named) > 1:
+        raise InvalidEvent(f"aws: resources name {len(named)} instances and detail none")
+    return named.pop() if named else None
+
+
+def _ec2(detail: JsonObject, instance: str, detail_type: str, event_time: int,
+         source_format: str, attributes: dict[str, str]) -> InstanceEvent:
     where = "aws: detail."
-    instance = required_text(detail.get("instance-id"), "instance-id", where)
     _copy_ec2(detail, attributes)
     event = build("aws", source_format, detail_type, "detail-type", "aws: ", instance,
                   event_time, None, attributes)

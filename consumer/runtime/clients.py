@@ -121,8 +121,10 @@ def ensure_topics(settings: Settings, topics: Mapping[str, Mapping[str, str]],
 
 
 def topic_exists(settings: Settings, topic: str) -> bool:
+    """Asked without naming the topic: a metadata request for one topic makes a broker with
+    ``auto.create.topics.enable`` (Kafka's default) create it, with default configs."""
     try:
-        meta = admin_client(settings).list_topics(topic, timeout=15).topics.get(topic)
+        meta = admin_client(settings).list_topics(timeout=15).topics.get(topic)
     except KafkaException as exc:
         raise wrap(exc, f"cannot describe topic {topic}") from None
     return meta is not None and meta.error is None and bool(meta.partitions)

@@ -4,6 +4,8 @@ Every stage sends what it cannot process here, never nowhere: the original key, 
 plus ``vmevents.dlq.*`` headers. A record that would not fit the DLQ topic (its
 ``max.message.bytes``, or the producer's ``message.max.bytes``) is cut to fit, and headers give the
 original size and SHA-256, so the DLQ write itself can never fail on size and stop the stage.
+The error header is redacted (:mod:`consumer.redact`) like every log line: the DLQ is read by
+more people than the stage's configuration is.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from confluent_kafka.admin import ConfigResource, ResourceType  # type: ignore[a
 
 from consumer.config import Settings
 from consumer.metrics import Metrics
+from consumer.redact import redact
 from consumer.runtime.clients import admin_client, producer_conf
 from consumer.runtime.loop import Emit, Headers
 
@@ -76,7 +79,8 @@ def dead_letter(msg: Message, *, stage: str, reason: str, error: BaseException,
     _, ts = msg.timestamp()
     ours: Headers = [
         ("vmevents.dlq.reason", reason.encode()),
-        ("vmevents.dlq.error", _clip(str(error), ERROR_HEADER_LIMIT).encode("utf-8", "replace")),
+        ("vmevents.dlq.error",
+         _clip(redact(str(error)), ERROR_HEADER_LIMIT).encode("utf-8", "replace")),
         ("vmevents.dlq.exception", type(error).__name__.encode()),
         ("vmevents.dlq.stage", stage.encode()),
         ("vmevents.dlq.source.topic", (msg.topic() or "").encode()),

@@ -14,6 +14,10 @@ librdkafka's error triage:
    the caller rewinds and redoes the batch. A producer stuck inside librdkafka cannot be freed:
    after :data:`MAX_STUCK` of them, or :data:`MAX_REPLACEMENTS` replacements without a commit in
    between, the stage gives up with a fatal error so the orchestrator restarts the process.
+4. Fenced (another producer with this ``transactional.id`` called ``init_transactions``): like
+   any fatal error for a stage, whose id is its own; with ``replace_when_fenced=False`` (the DLQ
+   re-drive, whose id is shared by every run) :class:`Fenced` is raised instead, so the run that
+   lost stops rather than fencing the one that took over.
 
 Bound on resuming after the broker is back: the call in progress returns, or is abandoned at its
 deadline (``VMEVENTS_KAFKA_CALL_TIMEOUT_MS`` + :data:`~consumer.runtime.deadline.MARGIN_SECONDS`),
@@ -61,8 +65,17 @@ RETRIED = UNREACHABLE | {
 """Retried whatever the client's ``retriable`` flag says (``committed()`` sets none)."""
 
 
+FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
+                    KafkaError.INVALID_PRODUCER_EPOCH})
+"""Codes saying that a newer producer with the same ``transactional.id`` has taken over."""
+
+
 class BatchLost(Exception):
     """The batch's transaction did not commit: it was aborted or its producer replaced."""
+
+
+class Fenced(KafkaRuntimeError):
+    """Another producer with this ``transactional.id`` took over; this one must stop."""
 
 
 class TransactionalProducer:
@@ -70,7 +83,8 @@ class TransactionalProducer:
 
     def __init__(self, conf: dict[str, Any], *, stage: str, call_timeout: float, metrics: Metrics,
                  outage: Outage, stop: threading.Event, heartbeat: Callable[[], None],
-                 factory: Callable[[dict[str, Any]], Producer] = Producer) -> None:
+                 factory: Callable[[dict[str, Any]], Producer] = Producer,
+                 replace_when_fenced: bool = True) -> None:
         self._conf = conf
         self._factory = factory
         self.stage = stage
@@ -80,6 +94,7 @@ class TransactionalProducer:
         self.outage = outage
         self.stop = stop
         self.heartbeat = heartbeat
+        self.replace_when_fenced = replace_when_fenced
         self.producer = factory(conf)
         self.stuck: list[Producer] = []  # referenced forever: destroying one would block too
         self.replacements = 0
@@ -143,6 +158,7 @@ class TransactionalProducer:
             err = wrap(exc, "begin_transaction")
             if not err.fatal:
                 raise err from None
+            self._check_fenced(err)
             self.replace(str(err))
             self.producer.begin_transaction()
         self.open = True
@@ -177,6 +193,7 @@ class TransactionalProducer:
     def _recover(self, exc: KafkaRuntimeError) -> None:
         if exc.code in UNREACHABLE:
             self.outage.down(str(exc))
+        self._check_fenced(exc)
         if isinstance(exc, CallOverran) or exc.fatal:
             self.replace(str(exc), stuck=isinstance(exc, CallOverran))
             return
@@ -194,6 +211,14 @@ class TransactionalProducer:
         self.metrics.transaction_aborts.labels(self.stage).inc()
         self.open = False
         self.last = "aborted"
+
+    def _check_fenced(self, exc: KafkaRuntimeError) -> None:
+        """Raise :class:`Fenced` for a fencing error when this producer must not fight back."""
+        if exc.code in FENCED and not self.replace_when_fenced:
+            self.open = False
+            self.last = "fenced"
+            raise Fenced(f"{exc} (another producer with this transactional.id took over)",
+                         code=exc.code, fatal=True) from None
 
     def replace(self, reason: str, *, stuck: bool = False) -> None:
         """A new producer with the same transactional.id; the old one's transaction is aborted."""

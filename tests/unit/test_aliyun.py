@@ -12,6 +12,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from consumer.errors import InvalidEvent, OutOfScope, UnknownVendor
@@ -549,4 +550,46 @@ def test_documented_shape_without_event_time_is_still_invalid() -> None:
     obj = BY_NAME["ali_state_change_running"].obj
     del obj["eventTime"]
     with pytest.raises(InvalidEvent, match="eventTime is required"):
+        N.normalize_obj(obj)
+
+
+SNAPSHOT_COMPLETED: dict[str, Any] = {
+    # ECS's "Snapshot event notifications" page, CloudMonitor format, as published.
+    "ver": "1.0",
+    "id": "2256A988-0B26-4E2B-820A-8A********E5",
+    "product": "ECS",
+    "resourceId": f"acs:ecs:cn-hangzhou:{ACCOUNT}:snapshot/s-bp1fis********b859b3",
+    "level": "INFO",
+    "name": "Snapshot:CreateSnapshotCompleted",
+    "userId": ACCOUNT,
+    "eventTime": "20190409T121826.922+0800",
+    "regionId": "cn-hangzhou",
+    "content": {
+        "result": "accomplished",
+        "snapshotId": "s-bp1fis********b859b3",
+        "snapshotName": "test-snapshot",
+        "snapshotType": "user",
+        "diskId": "d-bp1bwa********9ol4mi",
+        "startTime": "2019-04-22T08:36:09Z",
+        "endTime": "2019-04-22T08:37:11Z",
+    },
+}
+
+
+@pytest.mark.parametrize("obj", [
+    SNAPSHOT_COMPLETED,
+    eventbridge("ecs:Snapshot:CreateSnapshotCompleted", SNAPSHOT_COMPLETED["content"],
+                subject=SNAPSHOT_COMPLETED["resourceId"]),
+], ids=["cloudmonitor", "eventbridge"])
+def test_snapshot_completed_is_out_of_scope_not_invalid(obj: dict[str, Any]) -> None:
+    with pytest.raises(OutOfScope, match="about a snapshot") as info:
+        N.normalize_all(orjson.dumps(obj))
+    assert (info.value.reason, info.value.vendor) == ("out_of_scope", "aliyun")
+
+
+def test_an_instance_event_naming_no_instance_is_still_invalid() -> None:
+    obj = copy.deepcopy(SNAPSHOT_COMPLETED)
+    obj["name"] = "Instance:SystemFailure.Reboot:Executing"
+    obj["resourceId"] = f"acs:ecs:cn-hangzhou:{ACCOUNT}:instance/"
+    with pytest.raises(InvalidEvent, match="instanceId is required"):
         N.normalize_obj(obj)

@@ -299,3 +299,28 @@ def test_sns_message_base64_is_not_accepted_as_json() -> None:
            "Message": base64.b64encode(AWS_STATE_CHANGE.raw).decode()}
     with pytest.raises(UnknownVendor):
         N.normalize_obj(obj)
+
+
+def snake_case_state_change(**detail: Any) -> dict[str, Any]:
+    """The documented state change with the detail's snake-case spelling (SDK-built payloads)."""
+    obj = copy.deepcopy(AWS_STATE_CHANGE.obj)
+    obj["detail"] = {"instance_id": "i-abcd1111", "state": "running", **detail}
+    return obj
+
+
+def test_state_change_with_a_snake_case_instance_id_is_about_that_instance() -> None:
+    for obj in (snake_case_state_change(), sns(snake_case_state_change())):
+        [event] = N.normalize_all(orjson.dumps(obj))
+        assert (event["instance_id"], event["operation"], event["current_state"]) == (
+            "i-abcd1111", "lifecycle.state_change", "running")
+        assert "instance_id" not in event["attributes"]
+
+
+def test_state_change_naming_the_instance_only_in_resources() -> None:
+    obj = snake_case_state_change()
+    del obj["detail"]["instance_id"]
+    assert obj["resources"] == ["arn:aws:ec2:us-east-1:123456789012:instance/i-abcd1111"]
+    assert one(obj)["instance_id"] == "i-abcd1111"
+    obj["resources"] = [*obj["resources"], "arn:aws:ec2:us-east-1:123456789012:instance/i-2"]
+    with pytest.raises(InvalidEvent, match="resources name 2 instances and detail none"):
+        one(obj)

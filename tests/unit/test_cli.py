@@ -145,3 +145,51 @@ def test_offline_normalize_never_exits_non_zero_on_any_line(lines: list[bytes]) 
         path = Path(tmp) / "in.jsonl"
         path.write_bytes(b"\n".join(lines) + b"\n")
         assert run_normalize_in_process(path) == 0
+
+
+INJECTED_BUG = """
+import sys
+from consumer import cli
+
+def broken(args, settings):
+    raise RuntimeError(sys.argv[1])
+
+cli.cmd_normalize = broken
+sys.exit(cli.main(["normalize", "-"]))
+"""
+SECRETS = ("kafka-Pa55-registered", "pw-in-url", "hunter2-in-text")
+BUG_MESSAGE = (f"lost {SECRETS[0]} while calling http://alice:{SECRETS[1]}@registry:8081\n"
+               f"with sasl.password={SECRETS[2]}")
+
+
+def injected_bug(**env: str) -> subprocess.CompletedProcess[bytes]:
+    """``vmevents normalize`` whose command raises an error no code path expects."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("VMEVENTS_", "KAFKA_"))}
+    return subprocess.run([sys.executable, "-c", INJECTED_BUG, BUG_MESSAGE], capture_output=True,
+                          env={**clean, "KAFKA_SASL_PASSWORD": SECRETS[0], **env}, cwd=ROOT,
+                          timeout=60, check=False)
+
+
+def test_an_unexpected_error_is_one_redacted_line_with_a_crash_id_and_exit_70() -> None:
+    result = injected_bug()
+    assert result.returncode == 70
+    [line] = result.stderr.decode().splitlines()
+    assert line.startswith("vmevents: unexpected error (crash id ")
+    assert "RuntimeError: lost *** while calling http://alice:***@registry:8081 with " \
+           "sasl.password=***;" in line
+    assert all(secret.encode() not in result.stderr for secret in SECRETS)
+    assert b"Traceback" not in result.stderr
+
+
+def test_at_debug_level_the_traceback_is_logged_redacted_under_the_crash_id() -> None:
+    result = injected_bug(VMEVENTS_LOG_LEVEL="debug", VMEVENTS_LOG_FORMAT="json")
+    assert result.returncode == 70
+    lines = result.stderr.decode().splitlines()
+    [line] = [ln for ln in lines if ln.startswith("vmevents: unexpected error")]
+    logs = [ln for ln in lines if ln != line]
+    crash_id = line.split("crash id ", 1)[1].split(")", 1)[0]
+    [logged] = [entry for entry in map(orjson.loads, logs) if entry.get("crash_id") == crash_id]
+    assert logged["level"] == "debug"
+    assert "Traceback" in logged["exception"]
+    assert "in broken" in logged["exception"]
+    assert all(secret.encode() not in result.stderr for secret in SECRETS)

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer.config import load_settings
-from consumer.errors import MalformedJson
+from consumer.errors import InvalidEvent, MalformedJson
 from consumer.metrics import Metrics
+from consumer.redact import REDACTOR
 from consumer.runtime.deadletter import (
     KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
     DeadLetters,
@@ -44,6 +45,20 @@ def test_a_small_record_is_kept_byte_for_byte_with_its_headers() -> None:
     assert headers["vmevents.dlq.source.partition"] == b"2"
     assert headers["vmevents.dlq.source.offset"] == b"7"
     assert "vmevents.dlq.truncated" not in headers
+
+
+def test_the_error_header_is_redacted() -> None:
+    """An exception message may echo a registry URL or a configuration; the DLQ must not."""
+    REDACTOR.add(["dlq-registered-S3CRET"])
+    error = InvalidEvent("cannot normalize: registry http://alice:pw-in-url@registry:8081 said "
+                         "no; conf sasl.password=hunter2-in-text, key dlq-registered-S3CRET")
+    letter = dead_letter(message(b"{}"), stage="normalize", reason="invalid_event", error=error,
+                         limit=LIMIT)
+    header = dict(letter.headers)["vmevents.dlq.error"].decode()
+    for secret in ("pw-in-url", "hunter2-in-text", "dlq-registered-S3CRET"):
+        assert secret not in header
+    assert header == ("cannot normalize: registry http://alice:***@registry:8081 said no; "
+                      "conf sasl.password=***, key ***")
 
 
 def test_a_record_too_large_for_the_dlq_is_cut_and_says_so() -> None:

@@ -425,6 +425,22 @@ def test_record_timestamp_out_of_range_is_invalid_time() -> None:
         N.normalize_all(debug.raw, received_ms=5)
 
 
+def through_bytes(obj: dict[str, Any]) -> list[InstanceEvent]:
+    """The stage's path: bytes through ``normalize_all`` and its inlined identifier check
+    (room for the mebibyte-long identifier below, which the payload limit would stop first)."""
+    return ROOMY.normalize_all(orjson.dumps(obj))
+
+
+ROOMY = Normalizer(max_payload_bytes=4 << 20)
+
+
+PATHS = pytest.mark.parametrize("normalize", [N.normalize_obj, through_bytes],
+                                ids=["normalize_obj", "normalize_all"])
+"""Every identifier rule is pinned on both paths: ``normalize_all`` repeats the common case of
+``check_event`` inline, so a test through ``normalize_obj`` alone would not see it broken."""
+
+
+@PATHS
 @pytest.mark.parametrize(("field", "value", "why"), [
     ("instanceId", "   ", "instance_id is blank"),
     ("instanceId", "\u0000\u202e\u001b[31m   ", "instance_id holds control or format"),
@@ -432,24 +448,36 @@ def test_record_timestamp_out_of_range_is_invalid_time() -> None:
     ("instanceId", "i-\u2066abc\u2069", "instance_id holds control or format"),
     ("eventAction", "SystemFailure.Fault\n", "vendor_event_code holds control or format"),
 ])
-def test_hostile_identifiers_are_invalid(field: str, value: str, why: str) -> None:
+def test_hostile_identifiers_are_invalid(normalize: Any, field: str, value: str, why: str) -> None:
     obj = BY_NAME["jd_system_failure_fault"].obj | {field: value}
     with pytest.raises(InvalidEvent, match=why):
-        N.normalize_obj(obj)
+        normalize(obj)
 
 
-def test_hostile_optional_identifiers_are_invalid() -> None:
+@PATHS
+def test_hostile_optional_identifiers_are_invalid(normalize: Any) -> None:
     obj = BY_NAME["jd_envelope_state_change_running"].obj
     with pytest.raises(InvalidEvent, match="region holds control or format"):
-        N.normalize_obj(obj | {"region": "cn-east-1\u202e"})
+        normalize(obj | {"region": "cn-east-1\u202e"})
     with pytest.raises(InvalidEvent, match="notification_id is 1048576 characters long"):
-        N.normalize_obj(obj | {"id": "x" * (1 << 20)})
+        normalize(obj | {"id": "x" * (1 << 20)})
+    with pytest.raises(InvalidEvent, match="region is 129 characters long"):
+        normalize(obj | {"region": "r" * 129})
 
 
+@PATHS
 @pytest.mark.parametrize("value", ["i-" + "x" * 126, "i-| a", " i-leading-space", "实例-1"])
-def test_unusual_but_valid_identifiers_pass(value: str) -> None:
+def test_unusual_but_valid_identifiers_pass(normalize: Any, value: str) -> None:
     obj = BY_NAME["jd_system_failure_fault"].obj | {"instanceId": value}
-    assert N.normalize_obj(obj)[0]["instance_id"] == value
+    assert normalize(obj)[0]["instance_id"] == value
+
+
+@PATHS
+def test_identifiers_long_together_but_each_short_enough_pass(normalize: Any) -> None:
+    """Past the inline check's joined length, the exact check decides: 128 each is fine."""
+    obj = BY_NAME["jd_envelope_state_change_running"].obj
+    event = normalize(obj | {"region": "r" * 128, "id": "n" * 128})[0]
+    assert (event["region"], event["notification_id"]) == ("r" * 128, "n" * 128)
 
 
 @settings(max_examples=300)

@@ -30,6 +30,16 @@ def test_url_credentials_are_masked_wherever_they_appear() -> None:
     assert r.text("mail alice@example.com, http://host/x") == "mail alice@example.com, http://host/x"
 
 
+def test_assignments_to_secret_names_in_text_are_masked() -> None:
+    r = Redactor()
+    assert r.text("conf sasl.password=hunter2, ssl.key.password = 'k3y'; user=bob") == (
+        "conf sasl.password=***, ssl.key.password = '***'; user=bob")
+    assert r.text('{"api_key": "AKIA123", "token":"t0k", "region": "cn-north-1"}') == (
+        '{"api_key": "***", "token":"***", "region": "cn-north-1"}')
+    assert r.text("eventTime: not a timestamp (password reset at 10:00)") == (
+        "eventTime: not a timestamp (password reset at 10:00)")
+
+
 def test_registered_secrets_and_secret_keys_are_masked() -> None:
     r = Redactor()
     r.add([PASSWORD, "ab"])  # too short to mask inside text without garbling it
