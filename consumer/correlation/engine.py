@@ -99,7 +99,7 @@ from consumer.correlation.openops import OpenRecord, open_record
 from consumer.correlation.ordering import OPENERS, RANK_START, order_key, place
 from consumer.correlation.outcome import Outcome
 from consumer.correlation.rules import LIMIT_STATE_BYTES, Rules
-from consumer.correlation.state import NO_TIME, StateStore
+from consumer.correlation.state import HOT_OP_BYTES, NO_TIME, StateStore
 from consumer.correlation.transitions import LIFECYCLE_OPS
 from consumer.model import InstanceEvent
 
@@ -117,6 +117,11 @@ PENDING_TIME_FIELDS: Final = frozenset({"scheduled_at", "not_before", "started_a
 
 RELEASE_LIMIT = 50_000
 """Buffered notifications released and deadlines fired by one advance of the watermark."""
+
+KEEP_HOT = 5_000
+"""Operations a batch changed that stay objects after its drain (about 1.5 KB each instead of
+a few hundred bytes: at most a quarter of a state budget), so the end that follows its start a
+batch or two later finds it without decoding."""
 
 
 class Correlator:
@@ -358,7 +363,9 @@ class Correlator:
         opaque to the caller (see :mod:`consumer.correlation.state.codec`). With ``view_at``
         (processing time), the open-operations records of the same writes are made too, for
         :meth:`open_changes`."""
-        return self._store.drain(view_at)
+        budget = self._budget
+        keep = KEEP_HOT if budget is None else min(KEEP_HOT, budget // 4 // HOT_OP_BYTES)
+        return self._store.drain(view_at, keep)
 
     @property
     def open_changed(self) -> bool:

@@ -10,6 +10,6 @@ package reads a changelog key or value.
 
 from consumer.correlation.state.clock import NO_TIME
 from consumer.correlation.state.codec import Sources
-from consumer.correlation.state.store import WAITING, StateStore
+from consumer.correlation.state.store import HOT_OP_BYTES, WAITING, StateStore
 
-__all__ = ["NO_TIME", "WAITING", "Sources", "StateStore"]
+__all__ = ["HOT_OP_BYTES", "NO_TIME", "WAITING", "Sources", "StateStore"]
