@@ -84,7 +84,10 @@ Rules for messy streams, beyond the table in :mod:`consumer.correlation.transiti
   end), flagged ``vmevents.evicted`` with the limit that made room (``max_pending`` or
   ``max_state_bytes``); its late end is still reported. With no open operation left to end,
   buffered notifications are applied before the watermark reaches them, then the markers that
-  expire first are forgotten. Never dropped silently.
+  expire first are forgotten (plain ones, ``done_ttl_ms``, before open-end ones, which live the
+  late-end horizon). An open-end marker forgotten so (or under ``max_done``) is counted
+  ``late_end_forgotten``: its operation's late end is then reported as an end alone, without
+  ``after_timeout``. Never dropped silently.
 """
 
 from __future__ import annotations

@@ -303,10 +303,15 @@ class StateStore:
             self._counters["done_evicted"] += 1
 
     def forget_first(self) -> bool:
-        """Forget the marker that expires first; False when there is none."""
+        """Forget the marker that expires first; False when there is none. Forgetting an
+        open-end marker before its expiry is counted ``late_end_forgotten``: that operation's
+        late end can no longer be reported with ``after_timeout``."""
         if self._expiries.peek() is None:
             return False
-        self._forget(self._expiries.pop())
+        key = self._expiries.pop()
+        if self.done[key].open_end:
+            self._counters["late_end_forgotten"] += 1
+        self._forget(key)
         return True
 
     def expire_markers(self, now: int) -> bool:
