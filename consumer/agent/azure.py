@@ -245,7 +245,7 @@ class KafkaSink:
         try:
             self._producer.produce(self.topic, value, key=key,
                                    on_delivery=lambda err, msg: result.append(err))
-        except (BufferError, Exception) as exc:  # KafkaException, BufferError
+        except Exception as exc:  # BufferError (queue full), KafkaException
             raise AgentError(f"produce to {self.topic}: {exc}") from None
         deadline = time.monotonic() + self.timeout_s
         while not result and time.monotonic() < deadline:
