@@ -218,11 +218,7 @@ def cmd_agent(args: argparse.Namespace, settings: Settings) -> int:
     if config.delivery == "http":
         sink = HttpSink(config.http_url, config.http_token, config.http_timeout_s)
     else:
-        from confluent_kafka import Producer
-
-        from consumer.runtime.clients import producer_conf
-
-        sink = KafkaSink(Producer(producer_conf(settings, None, **{"linger.ms": 0})), config.topic)
+        sink = KafkaSink.from_settings(settings, config.topic)
     registry = CollectorRegistry()
     health = Health(stall_seconds=max(120.0, 10 * config.poll_interval_s))
     server = HealthServer(registry, health, settings.metrics_host, settings.metrics_port).start()

@@ -42,6 +42,7 @@ import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from consumer.config import Settings
 from consumer.errors import ConfigError
 from consumer.normalization.azure import ENVELOPE_KEY, ENVELOPE_KIND, ENVELOPE_VERSION, vm_key
 
@@ -239,6 +240,18 @@ class KafkaSink:
 
     def __init__(self, producer: Any, topic: str, timeout_s: float = 30.0) -> None:
         self._producer, self.topic, self.timeout_s = producer, topic, timeout_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings, topic: str) -> KafkaSink:
+        """The stages' producer settings (idempotent, acks=all, the user's SASL/SSL), with a
+        delivery report for every record: a send is acknowledged by its report."""
+        from confluent_kafka import Producer
+
+        from consumer.runtime.clients import producer_conf
+
+        conf = producer_conf(settings, None, **{"linger.ms": 0,
+                                                "delivery.report.only.error": False})
+        return cls(Producer(conf), topic)
 
     def send(self, key: bytes, value: bytes) -> None:
         result: list[Any] = []
