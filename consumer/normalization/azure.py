@@ -124,7 +124,8 @@ def vm_key(subscription: str, resource_group: str, name: str) -> str:
 def parse_arm_id(arm_id: str) -> tuple[str, str, str | None]:
     """(subscription, resource group, VM name or None) of an ARM id, any case. A scale set VM
     (``virtualMachineScaleSets/<set>/virtualMachines/<n>``) is named ``<set>_<n>`` as IMDS names
-    it; an id of something that is not a VM gives None as the name."""
+    it; a nested provider's suffix (``.../providers/Microsoft.ResourceHealth/availabilityStatuses/
+    current``) is the VM's; an id of something that is not a VM gives None as the name."""
     parts = arm_id.strip("/").split("/")
     lower = [p.lower() for p in parts]
     try:
@@ -134,8 +135,9 @@ def parse_arm_id(arm_id: str) -> tuple[str, str, str | None]:
         raise InvalidEvent(f"azure: {arm_id[:80]!r} is not an ARM resource id") from None
     name: str | None = None
     if "microsoft.compute" in lower:
-        tail = lower[lower.index("microsoft.compute") + 1:]
-        raw = parts[len(parts) - len(tail):]
+        start = lower.index("microsoft.compute") + 1
+        end = lower.index("providers", start) if "providers" in lower[start:] else len(lower)
+        tail, raw = lower[start:end], parts[start:end]  # without a nested provider's suffix
         if len(tail) == 2 and tail[0] == "virtualmachines":
             name = raw[1]
         elif len(tail) == 4 and tail[0] == "virtualmachinescalesets" and \

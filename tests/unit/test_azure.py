@@ -188,6 +188,12 @@ def test_availability_status_changed() -> None:
     assert events(back)[0]["phase"] == "executed"
 
 
+def test_older_shape_without_target_names_the_vm_by_its_status_id() -> None:
+    obj = AZURE_AVAILABILITY_CHANGED.obj
+    del obj["data"]["resourceInfo"]["properties"]["targetResourceId"]
+    assert events(obj)[0]["instance_id"] == DB_01
+
+
 def test_resource_annotated_host_rebooted_for_repair() -> None:
     [event] = events(AZURE_RESOURCE_ANNOTATED.obj)
     assert (event["vendor_event_code"], event["operation"], event["phase"]) == (
