@@ -213,6 +213,36 @@ def _run_all(stages: Sequence[str], settings: Settings) -> int:
     return code
 
 
+def cmd_agent(args: argparse.Namespace, settings: Settings) -> int:
+    """The per-node forwarder (consumer/agent/azure.py); ends on SIGTERM/SIGINT."""
+    import threading
+
+    from prometheus_client import CollectorRegistry
+
+    from consumer.agent.azure import Agent, AgentConfig, HttpSink, Imds, KafkaSink, Sink
+    from consumer.http import Health, HealthServer
+    from consumer.signals import receive_signals
+
+    config = AgentConfig.from_env(os.environ, settings.raw_topics[0])
+    stop = threading.Event()
+    receive_signals(stop, settings.shutdown_timeout_s)
+    sink: Sink
+    if config.delivery == "http":
+        sink = HttpSink(config.http_url, config.http_token, config.http_timeout_s)
+    else:
+        sink = KafkaSink.from_settings(settings, config.topic)
+    registry = CollectorRegistry()
+    health = Health(stall_seconds=max(120.0, 10 * config.poll_interval_s))
+    server = HealthServer(registry, health, settings.metrics_host, settings.metrics_port).start()
+    agent = Agent(config, Imds(config.imds_url, config.imds_timeout_s), sink, registry=registry)
+    health.ready = True
+    try:
+        agent.run(stop, tick=health.tick)
+    finally:
+        server.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     summary, _, exit_codes = (__doc__ or "").partition("\n\n")
     p = argparse.ArgumentParser(prog="vmevents", description=summary, epilog=exit_codes)
@@ -241,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
                         description=dlq.cmd_dlq.__doc__)
     dlq.add_arguments(dl)
     dl.set_defaults(func=dlq.cmd_dlq)
+    ag = sub.add_parser("agent", help="run a per-node forwarder (azure: IMDS Scheduled Events)",
+                        description=cmd_agent.__doc__)
+    ag.add_argument("vendor", choices=("azure",))
+    ag.set_defaults(func=cmd_agent)
     return p
 
 

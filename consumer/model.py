@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Final, Literal, NotRequired, TypedDict
 
-Vendor = Literal["jdcloud", "aliyun", "aws", "gcp"]
-VENDORS: Final = ("jdcloud", "aliyun", "aws", "gcp")
+Vendor = Literal["jdcloud", "aliyun", "aws", "gcp", "azure", "tencent", "huawei"]
+VENDORS: Final = ("jdcloud", "aliyun", "aws", "gcp", "azure", "tencent", "huawei")
 
 Phase = Literal[
     "scheduled", "inquiring", "executing", "executed", "avoided", "canceled", "failed"

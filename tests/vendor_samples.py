@@ -152,3 +152,180 @@ ALIYUN_DEBUG = Sample("ali_cloudmonitor_debug_subscription", "aliyun", r'''{
 NOTES_SAMPLES: tuple[Sample, ...] = (AWS_HEALTH_SCHEDULED, AWS_HEALTH_OLDER, AWS_SPOT_WARNING,
                                      AWS_STATE_CHANGE, GCP_HOST_ERROR)
 ALIYUN_SAMPLES: tuple[Sample, ...] = (ALIYUN_DISK_STALLED_START, ALIYUN_DEBUG)
+
+
+# -- Azure, Tencent Cloud, Huawei Cloud (shared/notes/vendors-azure-tencent.md, issue #17) -------
+# The notes abbreviate; the payloads below complete those shapes with the fields the vendors'
+# pages document, and keep their quirks (wrong weekday in NotBefore, upper-case Activity Log
+# ids, Tencent's string ms epoch and snake-case name, Huawei's JSON-string content).
+
+AZURE_SE_IMDS_DOCUMENT = r'''{"DocumentIncarnation": 2, "Events": [{"EventId": "C7061BAC-AFDC-4513-B24B-AA5F13A16123", "EventStatus": "Scheduled", "EventType": "Freeze",
+  "ResourceType": "VirtualMachine", "Resources": ["WestNO_0", "WestNO_1"], "NotBefore": "Mon, 11 Apr 2026 22:26:58 GMT",
+  "Description": "Virtual machine is going to be paused for a few seconds with memory-preserving Live Migration operation.", "EventSource": "Platform", "DurationInSeconds": 5}]}'''
+
+AZURE_SE_AGENT = Sample("azure_se_agent_freeze_scheduled", "azure", r'''{
+  "vmeventsEnvelope": "azure.scheduledevents", "version": 1,
+  "observedAt": "2026-04-11T22:10:00.123Z",
+  "vm": {"vmId": "02aab8a4-74ef-476e-8182-f6d2ba4166a6", "name": "WestNO_0",
+         "resourceId": "/subscriptions/8d10da13-8125-4ba9-a717-bf7490507b3d/resourceGroups/Fleet-RG/providers/Microsoft.Compute/virtualMachineScaleSets/WestNO/virtualMachines/0",
+         "subscriptionId": "8d10da13-8125-4ba9-a717-bf7490507b3d", "resourceGroupName": "Fleet-RG",
+         "location": "norwayeast", "vmScaleSetName": "WestNO"},
+  "document": ''' + AZURE_SE_IMDS_DOCUMENT + '''
+}''')
+
+AZURE_SE_EVENT_GRID = Sample("azure_eventgrid_scheduled_event_started", "azure", r'''{
+  "id": "6f2c7b8e-3a9d-4f7e-9a51-3f0e8d1c2b4a",
+  "topic": "/subscriptions/8d10da13-8125-4ba9-a717-bf7490507b3d",
+  "subject": "/subscriptions/8d10da13-8125-4ba9-a717-bf7490507b3d/resourceGroups/Fleet-RG/providers/Microsoft.Compute/virtualMachineScaleSets/WestNO",
+  "eventType": "Microsoft.ResourceNotifications.MaintenanceResources.ScheduledEventEmitted",
+  "eventTime": "2026-04-11T22:27:01.1234567Z",
+  "data": {"resourceInfo": {
+      "id": "/subscriptions/8d10da13-8125-4ba9-a717-bf7490507b3d/resourceGroups/Fleet-RG/providers/Microsoft.Compute/virtualMachineScaleSets/WestNO",
+      "name": "C7061BAC-AFDC-4513-B24B-AA5F13A16123",
+      "type": "Microsoft.Maintenance/scheduledevents",
+      "location": "norwayeast",
+      "properties": {"EventStatus": "Started", "EventType": "Freeze", "ResourceType": "VirtualMachine",
+        "Resources": ["WestNO_0", "WestNO_1"], "NotBefore": "Mon, 11 Apr 2026 22:26:58 GMT",
+        "Description": "Virtual machine is going to be paused for a few seconds with memory-preserving Live Migration operation.",
+        "EventSource": "Platform", "DurationInSeconds": 5}},
+    "apiVersion": "2020-07-01",
+    "operationalInfo": {"resourceEventTime": "2026-04-11T22:27:01.1234567Z"}},
+  "dataVersion": "1", "metadataVersion": "1"
+}''')
+
+AZURE_SE_EVENT_GRID_COMPLETED = Sample("azure_eventgrid_scheduled_event_completed", "azure", r'''{
+  "id": "0c4e9f0a-9a7d-4f3c-8b1e-2d5f6a7b8c9d",
+  "topic": "/subscriptions/8d10da13-8125-4ba9-a717-bf7490507b3d",
+  "subject": "/subscriptions/8d10da13-8125-4ba9-a717-bf7490507b3d/resourcegroups/fleet-rg/providers/microsoft.compute/virtualmachines/db-01",
+  "eventType": "Microsoft.ResourceNotifications.MaintenanceResources.ScheduledEventEmitted",
+  "eventTime": "2026-04-12T03:40:12.5550000Z",
+  "data": {"resourceInfo": {
+      "id": "/subscriptions/8d10da13-8125-4ba9-a717-bf7490507b3d/resourceGroups/Fleet-RG/providers/Microsoft.Compute/virtualMachines/db-01",
+      "name": "A123BC45-1234-4B3C-9D8E-0123456789AB", "type": "Microsoft.Maintenance/scheduledevents",
+      "location": "westeurope",
+      "properties": {"EventStatus": "Completed", "EventType": "Reboot", "ResourceType": "VirtualMachine",
+        "Resources": ["db-01"], "NotBefore": "", "Description": "", "EventSource": "Platform",
+        "DurationInSeconds": -1}}},
+  "dataVersion": "1", "metadataVersion": "1"
+}''')
+
+AZURE_ACTIVITY_LOG = Sample("azure_activity_log_resource_health", "azure", r'''{"records": [
+  {"time": "2026-04-12T03:30:05.1810000Z",
+   "resourceId": "/SUBSCRIPTIONS/8D10DA13-8125-4BA9-A717-BF7490507B3D/RESOURCEGROUPS/FLEET-RG/PROVIDERS/MICROSOFT.COMPUTE/VIRTUALMACHINES/DB-01",
+   "operationName": "Microsoft.Resourcehealth/healthevent/Activated/action",
+   "category": "ResourceHealth", "resultType": "Active", "level": "Critical",
+   "correlationId": "7d2c3ad5-8c1b-4e2a-9f4e-5a6b7c8d9e0f",
+   "properties": {"eventCategory": "ResourceHealth", "eventProperties": {
+     "title": "Rebooted by platform", "details": "VirtualMachineHostRebootedForRepair",
+     "currentHealthStatus": "Unavailable", "previousHealthStatus": "Available",
+     "type": "Downtime", "cause": "PlatformInitiated"}}},
+  {"time": "2026-04-12T03:41:15.0000000Z",
+   "resourceId": "/SUBSCRIPTIONS/8D10DA13-8125-4BA9-A717-BF7490507B3D/RESOURCEGROUPS/FLEET-RG/PROVIDERS/MICROSOFT.COMPUTE/VIRTUALMACHINES/DB-01",
+   "operationName": "Microsoft.Resourcehealth/healthevent/Resolved/action",
+   "category": "ResourceHealth", "resultType": "Resolved", "level": "Informational",
+   "properties": {"eventCategory": "ResourceHealth", "eventProperties": {
+     "title": "Available", "healthStatus": "Available", "healthEventType": "Downtime",
+     "healthEventCause": "PlatformInitiated", "healthEventCategory": "Unplanned"}}},
+  {"time": "2026-04-12T03:00:00.0000000Z", "resourceId": "/SUBSCRIPTIONS/8D10DA13-8125-4BA9-A717-BF7490507B3D",
+   "operationName": "Microsoft.ServiceHealth/incident/action", "category": "ServiceHealth",
+   "properties": {"eventCategory": "ServiceHealth", "eventProperties": {"title": "Network issue"}}}
+]}''')
+
+AZURE_AVAILABILITY_CHANGED = Sample("azure_health_availability_status_changed", "azure", r'''{
+  "id": "1fb6fa94-d965-4306-abeq-4810f0774e97",
+  "source": "/subscriptions/8d10da13-8125-4ba9-a717-bf7490507b3d",
+  "subject": "/subscriptions/8d10da13-8125-4ba9-a717-bf7490507b3d/resourceGroups/Fleet-RG/providers/Microsoft.Compute/virtualMachines/db-01/providers/Microsoft.ResourceHealth/availabilityStatuses/current",
+  "data": {"resourceInfo": {
+      "id": "/subscriptions/8d10da13-8125-4ba9-a717-bf7490507b3d/resourceGroups/Fleet-RG/providers/Microsoft.Compute/virtualMachines/db-01/providers/Microsoft.ResourceHealth/availabilityStatuses/current",
+      "name": "current", "type": "Microsoft.ResourceHealth/availabilityStatuses", "location": "westeurope",
+      "properties": {"targetResourceId": "/subscriptions/8d10da13-8125-4ba9-a717-bf7490507b3d/resourceGroups/Fleet-RG/providers/Microsoft.Compute/virtualMachines/db-01",
+        "targetResourceType": "Microsoft.Compute/virtualMachines", "occurredTime": "2026-04-12T03:30:02.0000000Z",
+        "previousAvailabilityState": "Available", "availabilityState": "Unavailable"}},
+    "operationalInfo": {"resourceEventTime": "2026-04-12T03:30:02.0000000Z"}, "apiVersion": "2023-12-01"},
+  "type": "Microsoft.ResourceNotifications.HealthResources.AvailabilityStatusChanged",
+  "specversion": "1.0", "time": "2026-04-12T03:30:09.0000000Z"
+}''')
+
+AZURE_RESOURCE_ANNOTATED = Sample("azure_health_resource_annotated", "azure", r'''{
+  "id": "8945cf9b-e220-496e-ab4f-f3a239318995",
+  "source": "/subscriptions/8d10da13-8125-4ba9-a717-bf7490507b3d",
+  "subject": "/subscriptions/8d10da13-8125-4ba9-a717-bf7490507b3d/resourceGroups/Fleet-RG/providers/Microsoft.Compute/virtualMachines/db-01/providers/Microsoft.ResourceHealth/resourceAnnotations/current",
+  "data": {"resourceInfo": {
+      "id": "/subscriptions/8d10da13-8125-4ba9-a717-bf7490507b3d/resourceGroups/Fleet-RG/providers/Microsoft.Compute/virtualMachines/db-01/providers/Microsoft.ResourceHealth/resourceAnnotations/current",
+      "name": "current", "type": "Microsoft.ResourceHealth/resourceAnnotations", "location": "westeurope",
+      "properties": {"targetResourceId": "/subscriptions/8d10da13-8125-4ba9-a717-bf7490507b3d/resourceGroups/Fleet-RG/providers/Microsoft.Compute/virtualMachines/db-01",
+        "targetResourceType": "Microsoft.Compute/virtualMachines", "occurredTime": "2026-04-12T03:30:01.0000000Z",
+        "annotationName": "VirtualMachineHostRebootedForRepair",
+        "reason": "Rebooted for repair", "summary": "The VM was rebooted as part of a repair action.",
+        "context": "Platform Initiated", "category": "Unplanned"}},
+    "operationalInfo": {"resourceEventTime": "2026-04-12T03:30:01.0000000Z"}, "apiVersion": "2023-12-01"},
+  "type": "Microsoft.ResourceNotifications.HealthResources.ResourceAnnotated",
+  "specversion": "1.0", "time": "2026-04-12T03:30:08.0000000Z"
+}''')
+
+TENCENT_GUEST_REBOOT = Sample("tencent_eventbridge_guest_reboot", "tencent", r'''{
+  "specversion": "1.0", "id": "13a3f42d-7258-4ada-da6d-023a333b4662",
+  "source": "cvm.cloud.tencent", "type": "cvm:ErrorEvent:GuestReboot",
+  "subject": "ins-qwertyui", "time": 1615430559146, "region": "ap-guangzhou", "status": "1",
+  "datacontenttype": "application/json;charset=utf-8",
+  "data": {"appId": "1250000000", "instanceId": "ins-qwertyui", "projectId": "11",
+           "dimensions": {"unInstanceId": "ins-qwertyui"}, "additionalMsg": {"IP": "10.0.0.3"}}
+}''')
+
+TENCENT_PING_SNAKE = Sample("tencent_eventbridge_ping_unreachable_snake", "tencent", r'''{
+  "specversion": "1.0", "id": "a1b2c3d4-0000-4ada-8000-023a333b4662",
+  "source": "cvm.cloud.tencent", "type": "cvm:ErrorEvent:ping_unreachable",
+  "subjuect": "ins-qwertyui", "time": "1615430600000", "region": "ap-guangzhou", "status": "0",
+  "data": {"appId": "1250000000", "instanceId": "ins-qwertyui", "projectId": "11",
+           "dimensions": {"unInstanceId": "ins-qwertyui"}, "additionalMsg": {}}
+}''')
+
+TENCENT_REPAIR_INQUIRING = Sample("tencent_eventbridge_running_risks_inquiring", "tencent", r'''{
+  "specversion": "1.0", "id": "b1b2c3d4-1111-4ada-8000-023a333b4662",
+  "source": "cvm.cloud.tencent", "type": "cvm:ErrorEvent:InstanceRunningRisksInquiring",
+  "subject": "${instanceId}", "time": 1615430700000, "region": "ap-shanghai", "status": "1",
+  "data": {"appId": "1250000000", "instanceId": "ins-asdfghjk", "projectId": "0",
+           "dimensions": {"unInstanceId": "ins-asdfghjk"}, "additionalMsg": {"TaskId": "rep-12345678"}}
+}''')
+
+TENCENT_POWER_OFF = Sample("tencent_eventbridge_power_off", "tencent", r'''{
+  "specversion": "1.0", "id": "c1b2c3d4-2222-4ada-8000-023a333b4662",
+  "source": "cvm.cloud.tencent", "type": "cvm:OperationEvent:InstancePowerOff",
+  "subject": "ins-qwertyui", "time": 1615430800000, "region": "ap-guangzhou", "status": "-",
+  "data": {"appId": "1250000000", "instanceId": "ins-qwertyui", "projectId": "11"}
+}''')
+
+HUAWEI_REBOOT_SERVER = Sample("huawei_ces_reboot_server", "huawei", r'''{
+  "event_id": "ev1606302402256R6doP5YeZ", "event_name": "rebootServer", "event_source": "SYS.ECS",
+  "time": 1606302400000,
+  "detail": {"content": "{\"op_svc_userid\":\"e4f0f4b3b5a24d7e8c2c4d1f0b9a8e7d\"}",
+             "resource_id": "ef8dad27-7c8b-4b2a-9b1a-0e6c5d4f3a21", "resource_name": "ecs-web-01",
+             "event_state": "normal", "event_level": "Minor", "user": "admin",
+             "event_type": "EVENT.SYS",
+             "dimensions": [{"name": "instance_id", "value": "fddad01f-6a3b-4d2c-8e1f-7a9b0c1d2e3f"}]}
+}''')
+
+HUAWEI_AUTO_RECOVERY_START = Sample("huawei_ces_start_auto_recovery", "huawei", r'''{
+  "event_id": "ev1606302500000A1b2C3d4E5f", "event_name": "startAutoRecovery", "event_source": "SYS.ECS",
+  "time": 1606302500000,
+  "detail": {"content": "{}", "resource_id": "ef8dad27-7c8b-4b2a-9b1a-0e6c5d4f3a21",
+             "resource_name": "ecs-web-01", "event_state": "incident", "event_level": "Major",
+             "event_type": "EVENT.SYS", "sub_event_type": "OPS"}
+}''')
+
+HUAWEI_REDEPLOY_SCHEDULED = Sample("huawei_ces_instance_redeploy_scheduled", "huawei", r'''{
+  "event_id": "ev1606303000000Z9y8X7w6V5u", "event_name": "instance_redeploy_scheduled",
+  "event_source": "SYS.ECS", "time": 1606303000000,
+  "detail": {"content": "{\"not_before\":\"2020-11-27T08:00:00Z\",\"id\":\"8b3c1f0e-scheduled\"}",
+             "resource_id": "ef8dad27-7c8b-4b2a-9b1a-0e6c5d4f3a21", "resource_name": "ecs-web-01",
+             "event_state": "warning", "event_level": "Major", "event_type": "EVENT.SYS",
+             "sub_event_type": "PLAN"}
+}''')
+
+AZURE_SAMPLES: tuple[Sample, ...] = (AZURE_SE_AGENT, AZURE_SE_EVENT_GRID,
+                                     AZURE_SE_EVENT_GRID_COMPLETED, AZURE_ACTIVITY_LOG,
+                                     AZURE_AVAILABILITY_CHANGED, AZURE_RESOURCE_ANNOTATED)
+TENCENT_SAMPLES: tuple[Sample, ...] = (TENCENT_GUEST_REBOOT, TENCENT_PING_SNAKE,
+                                       TENCENT_REPAIR_INQUIRING, TENCENT_POWER_OFF)
+HUAWEI_SAMPLES: tuple[Sample, ...] = (HUAWEI_REBOOT_SERVER, HUAWEI_AUTO_RECOVERY_START,
+                                      HUAWEI_REDEPLOY_SCHEDULED)

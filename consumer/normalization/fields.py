@@ -79,6 +79,21 @@ def time_or_none(value: object, key: str, where: str, parse: TimeParse) -> int |
     return absent_time(value, key, where)
 
 
+def epoch_or_time(value: object, key: str, where: str, parse: TimeParse) -> int | None:
+    """An optional time that is milliseconds since the epoch (a number or a string of digits,
+    as Tencent and Huawei send) or a timestamp string; None when null or empty."""
+    if type(value) is str and value.isdigit():
+        value = int(value)
+    if type(value) is int:
+        if not MIN_EVENT_TIME_MS <= value <= _LATEST_EPOCH_MS:
+            raise InvalidTime(f"{where}{key}: {value} ms since the epoch is out of range")
+        return value
+    return time_or_none(value, key, where, parse)
+
+
+_LATEST_EPOCH_MS: Final = 4_102_444_800_000  # 2100-01-01: far beyond any event, inside Avro
+
+
 def unknown_operation(code: str, key: str, where: str) -> str:
     """Operation name for a code the table does not know (known=False). A code is a short
     dotted word; anything longer than MAX_CODE_LENGTH is garbage, and would otherwise become an

@@ -38,6 +38,9 @@ ALI: Final = frozenset({"aliyun"})
 BOTH: Final = frozenset({"jdcloud", "aliyun"})
 AWS: Final = frozenset({"aws"})
 GCP: Final = frozenset({"gcp"})
+AZURE: Final = frozenset({"azure"})
+TENCENT: Final = frozenset({"tencent"})
+HUAWEI: Final = frozenset({"huawei"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +141,81 @@ _SPECS: Final = (
                   "single", GCP),
     OperationSpec("compute.instances.preempted", "preemptible.interruption", "single", GCP),
     OperationSpec("compute.instances.upcomingMaintenance", "maintenance.host", "paired", GCP),
+    # Azure Scheduled Events (IMDS through the agent, or Event Grid): ScheduledEvents.<EventType>,
+    # ScheduledEvents.User.<EventType> for user-initiated ones. A Freeze that is a live migration
+    # keeps its code (so its notifications pair) and takes the operation of the refined row.
+    OperationSpec("ScheduledEvents.Freeze", "maintenance.freeze", "paired", AZURE),
+    OperationSpec("ScheduledEvents.Freeze.LiveMigration", "maintenance.live_migration", "paired",
+                  AZURE),
+    OperationSpec("ScheduledEvents.Reboot", "maintenance.reboot", "paired", AZURE),
+    OperationSpec("ScheduledEvents.Redeploy", "maintenance.redeploy", "paired", AZURE),
+    OperationSpec("ScheduledEvents.User.Reboot", "user.reboot", "paired", AZURE),
+    OperationSpec("ScheduledEvents.User.Redeploy", "user.redeploy", "paired", AZURE),
+    OperationSpec("ScheduledEvents.Preempt", "preemptible.interruption", "paired", AZURE),
+    OperationSpec("ScheduledEvents.Terminate", "scaleset.terminate", "paired", AZURE),
+    OperationSpec("ScheduledEvents.Document", "scheduled_events.document", "single", AZURE),
+    # Azure Resource Health: availability (Activity Log records, HealthResources events) and the
+    # VM health annotations (names as Resource Health spells them, VirtualMachine prefix)
+    OperationSpec("ResourceHealth.Downtime", "health.unavailable", "paired", AZURE),
+    OperationSpec("HealthResources.AvailabilityStatusChanged", "health.unavailable", "paired",
+                  AZURE),
+    OperationSpec("VirtualMachineHostRebootedForRepair", "failure.reboot", "single", AZURE),
+    OperationSpec("VirtualMachineHostCrashed", "failure.reboot", "single", AZURE),
+    OperationSpec("VirtualMachineMigrationInitiatedForRepair", "failure.redeploy", "single",
+                  AZURE),
+    OperationSpec("VirtualMachineRebootInitiatedForPlannedMaintenance", "maintenance.reboot",
+                  "single", AZURE),
+    OperationSpec("VirtualMachineMigrationInitiatedForPlannedMaintenance",
+                  "maintenance.redeploy", "single", AZURE),
+    OperationSpec("VirtualMachinePlannedFreeze", "maintenance.freeze", "paired", AZURE),
+    OperationSpec("VirtualMachineLiveMigration", "maintenance.live_migration", "paired", AZURE),
+    OperationSpec("VirtualMachinePreempted", "preemptible.interruption", "single", AZURE),
+    OperationSpec("VirtualMachineCrashed", "guest.crash", "single", AZURE),
+    OperationSpec("VirtualMachineStorageOffline", "failure.storage_offline", "single", AZURE),
+    OperationSpec("VirtualMachinePossiblyDegradedDueToHardwareFailure",
+                  "maintenance.degraded_hardware", "single", AZURE),
+    OperationSpec("VirtualMachineScheduledForServiceHealing", "maintenance.service_healing",
+                  "single", AZURE),
+    OperationSpec("VirtualMachineStartInitiated", "lifecycle.start_initiated", "single", AZURE),
+    OperationSpec("VirtualMachineStopInitiated", "lifecycle.stop_initiated", "single", AZURE),
+    OperationSpec("VirtualMachineDeallocationInitiated", "lifecycle.deallocation_initiated",
+                  "single", AZURE),
+    # Tencent Cloud CVM (EventBridge cvm:ErrorEvent:<Name>, cvm:OperationEvent:<Name>; code =
+    # the name; repair families carry their phase as a suffix, stripped into the status)
+    OperationSpec("InstanceRestarting", "maintenance.reboot", "single", TENCENT),
+    OperationSpec("InstanceRestarted", "failure.reboot", "single", TENCENT),
+    OperationSpec("PingUnreachable", "failure.unreachable", "paired", TENCENT),
+    OperationSpec("GuestReboot", "guest.reboot", "single", TENCENT),
+    OperationSpec("GuestCoreError", "guest.kernel_fault", "single", TENCENT),
+    OperationSpec("GuestOom", "guest.oom", "single", TENCENT),
+    OperationSpec("DiskReadonly", "disk.readonly", "single", TENCENT),
+    OperationSpec("NvmeError", "disk.nvme_error", "single", TENCENT),
+    OperationSpec("InstanceRunningRisks", "maintenance.repair", "paired", TENCENT, _DISK),
+    OperationSpec("InstanceRunningAbnormally", "failure.repair", "paired", TENCENT, _DISK),
+    OperationSpec("InstanceDiskError", "failure.local_disk_fault", "paired", TENCENT, _DISK),
+    OperationSpec("InstanceNetworkError", "failure.network", "paired", TENCENT, _DISK),
+    OperationSpec("InstancePowerOff", "lifecycle.power_off", "single", TENCENT),
+    OperationSpec("InstancePowerOn", "lifecycle.power_on", "single", TENCENT),
+    # Huawei Cloud ECS (Cloud Eye SYS.ECS event_name; planned events instance_<type>_<state>
+    # with the state stripped into the status)
+    # start/end/faultAutoRecovery and liveMigrationStarted/Completed/Failed: one code per
+    # operation (so its notifications pair), the prefix or suffix the status
+    OperationSpec("autoRecovery", "failure.reboot", "paired", HUAWEI),
+    OperationSpec("liveMigration", "maintenance.live_migration", "paired", HUAWEI),
+    OperationSpec("instance_redeploy", "maintenance.redeploy", "paired", HUAWEI),
+    OperationSpec("instance_migrate", "maintenance.migrate", "paired", HUAWEI),
+    OperationSpec("instance_resize", "maintenance.resize", "paired", HUAWEI),
+    OperationSpec("instance_reboot", "maintenance.reboot", "paired", HUAWEI),
+    OperationSpec("instance_stop", "maintenance.stop", "paired", HUAWEI),
+    OperationSpec("localdisk_recovery", "maintenance.local_disk_replace", "paired", HUAWEI),
+    OperationSpec("VMFaultsByHostProcessExceptions", "failure.fault", "single", HUAWEI),
+    OperationSpec("GPULinkFault", "failure.gpu_fault", "single", HUAWEI),
+    OperationSpec("faultPowerOn", "failure.start", "single", HUAWEI),
+    OperationSpec("hostMayCrash", "failure.host_may_crash", "single", HUAWEI),
+    OperationSpec("RestartGuestOS", "guest.reboot", "single", HUAWEI),
+    OperationSpec("rebootServer", "user.reboot", "single", HUAWEI),
+    OperationSpec("stopServer", "user.stop", "single", HUAWEI),
+    OperationSpec("deleteServer", "user.delete", "single", HUAWEI),
 )
 
 # Plain dicts typed read-only: MappingProxyType would add a method dispatch to every lookup.
@@ -161,6 +239,8 @@ _PHASES: dict[str, Phase] = {
     # LiveMigrationAcrossDDH speaks its own lower-case vocabulary.
     "started": "executing",
     "accomplished": "executed",
+    # Azure Event Grid Scheduled Events and Huawei planned events end "Completed".
+    "completed": "executed",
 }
 # The vendors' own spelling first, so the hot path needs no str.lower().
 STATUS_PHASES: Final[Mapping[str, Phase]] = {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make run`: a local broker, the seed documents' events and the AWS/GCP samples replayed, both
-# stages consuming, metrics up.
+# `make run`: a local broker, the seed documents' events and the AWS/GCP and Azure/Tencent/Huawei
+# samples replayed, both stages consuming, metrics up.
 # Uses KAFKA_BOOTSTRAP_SERVERS (and SCHEMA_REGISTRY_URL) when set; otherwise starts Apache Kafka and
 # Apicurio Registry from Maven Central, or Tansu (in memory) on a machine without Java. Ctrl-C stops
 # the stages cleanly and then the local stack, also when our output went to a pipe that is gone
@@ -41,6 +41,7 @@ fi
 "$VMEVENTS" replay deploy/local/samples/seed-events.jsonl
 "$VMEVENTS" replay deploy/local/samples/synthetic-events.jsonl
 "$VMEVENTS" replay deploy/local/samples/aws-gcp-events.jsonl
+"$VMEVENTS" replay deploy/local/samples/azure-tencent-huawei-events.jsonl
 
 cat <<MSG
 

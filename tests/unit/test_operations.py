@@ -17,6 +17,7 @@ from consumer.normalization.operations import (
     phase_of,
     status_documented,
 )
+from tests.unit.test_operations_new_vendors import NEW_TABLES
 
 # (code, operation, kind) written from the JD event table and the Alibaba document + appendix.
 JD_TABLE = [
@@ -107,7 +108,8 @@ def test_every_aws_and_gcp_code_is_known(vendor: str, code: str, operation: str,
 
 
 def test_table_holds_exactly_the_documented_codes() -> None:
-    assert set(OPERATIONS) == {c for table in (JD_TABLE, ALIYUN_TABLE, AWS_TABLE, GCP_TABLE)
+    assert set(OPERATIONS) == {c for table in (JD_TABLE, ALIYUN_TABLE, AWS_TABLE, GCP_TABLE,
+                                               *NEW_TABLES)
                                for c, _, _ in table}
     assert all(spec.kind in KINDS for spec in OPERATIONS.values())
 

@@ -1,0 +1,1 @@
+"""Per-node agents that forward what only the node can see (``vmevents agent <vendor>``)."""
