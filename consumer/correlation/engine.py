@@ -167,7 +167,7 @@ class Correlator:
     def buffered_count(self) -> int:
         """Notifications waiting in the reorder buffer: for the watermark (keys that showed
         disorder) or for the upstream frontier."""
-        return len(self._store.buffer)
+        return len(self._store.reorder)
 
     @property
     def frontier_lag(self) -> int:
@@ -211,7 +211,7 @@ class Correlator:
             # An upstream partition has not been normalized this far yet: what it holds may
             # come before this notification (with a vendor event id too: a notice whose time
             # the outcome reports). Wait for it, not for the watermark.
-            if not st.buffer_add(t, rank, event, waiting=True):
+            if not st.reorder.add(t, rank, event, waiting=True):
                 self.counters["duplicate"] += 1
         elif at_once:
             self._rules.apply(event, t, out)
@@ -243,9 +243,9 @@ class Correlator:
         st = self._store
         left = RELEASE_LIMIT if limit is None else limit
         frontier = st.clock.frontier()
-        while left > 0 and st.waiting_head(frontier) is not None:
+        while left > 0 and st.reorder.waiting_head(frontier) is not None:
             left -= 1
-            t, event = st.buffer_pop(waiting=True)
+            t, event = st.reorder.pop(waiting=True)
             if event is None:
                 continue
             _, rank, at_once = place(event)
@@ -263,7 +263,7 @@ class Correlator:
         if disorder is None and held[key] == 0:
             self._rules.apply(event, t, out)
             return
-        if not self._store.buffer_add(t, rank, event):
+        if not self._store.reorder.add(t, rank, event):
             self.counters["duplicate"] += 1
             return
         held[key] += 1
@@ -277,7 +277,7 @@ class Correlator:
         held = self._held
         if held is None:
             held = self._held = Counter()
-            for event in self._store.buffered():
+            for event in self._store.reorder.buffered():
                 held[order_key(event)] += 1
         return held
 
@@ -458,7 +458,7 @@ class Correlator:
         limit = RELEASE_LIMIT if limit is None else limit
         left = limit
         while True:
-            head = st.buffer_head(w)
+            head = st.reorder.head(w)
             due = st.next_deadline(w)
             if head is None and due is None:
                 break
@@ -486,7 +486,7 @@ class Correlator:
 
     def _release(self, out: list[Outcome]) -> None:
         """Apply the next buffered notification (one that cannot be read is dropped, counted)."""
-        t, event = self._store.buffer_pop()
+        t, event = self._store.reorder.pop()
         if event is not None:
             held = self._held
             if held is not None:
@@ -516,12 +516,12 @@ class Correlator:
                 self.counters["done_evicted"] += 1
             elif self._rules.evict(now, out, LIMIT_STATE_BYTES):
                 continue
-            elif st.buffer_head() is not None:
+            elif st.reorder.head() is not None:
                 self.counters["released_early"] += 1
                 self._release(out)
-            elif st.waiting_head() is not None:
+            elif st.reorder.waiting_head() is not None:
                 self.counters["released_early"] += 1
-                t, event = st.buffer_pop(waiting=True)
+                t, event = st.reorder.pop(waiting=True)
                 if event is not None:
                     self._rules.apply(event, t, out)
             elif st.forget_first():

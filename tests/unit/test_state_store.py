@@ -175,7 +175,7 @@ def test_rollback_puts_back_exactly_the_committed_state() -> None:
                             "current_state": None, "publish_time": None, "not_before": None,
                             "start_time": None, "end_time": None, "attributes": {},
                             "source": None}
-    store.buffer_add(NOW, 2, event)
+    store.reorder.add(NOW, 2, event)
     store.clock.see(NOW, NOW)
     committed = drained(store)
     store.commit_point()
@@ -189,8 +189,8 @@ def test_rollback_puts_back_exactly_the_committed_state() -> None:
     held.state = OpState.ENDED
     store.remember("d|x", DoneMarker(1, 9, False, False, NOW + 5), max_done=10)
     store.remember("d|y", DoneMarker(3, 4, False, False, NOW + 5), max_done=10)
-    assert store.buffer_head() == NOW
-    store.buffer_pop()
+    assert store.reorder.head() == NOW
+    store.reorder.pop()
     store.add(an_op("CreateImage", "image.create"))
     store.clock.see(NOW + 10, NOW)
     store.clock.set_watermark(NOW + 5)

@@ -25,7 +25,7 @@ time moved is skipped when it comes up. Ties break on the key, so the order neve
 insertion order and a restored store behaves exactly as the one that wrote the changelog.
 
 Sizes: :meth:`StateStore.state_bytes` estimates the memory held, from the encoded sizes and
-per-entry costs measured with tracemalloc (``tests/unit/test_state_memory.py`` keeps them
+per-entry costs measured with tracemalloc (``tests/unit/test_correlator_budget.py`` keeps them
 honest).
 """
 
@@ -37,6 +37,7 @@ from typing import Any, Final
 
 from consumer.correlation.objects import DoneMarker, PendingOp, Series, Tally, tally
 from consumer.correlation.openops import OpenRecord, open_record
+from consumer.correlation.state.buffer import ReorderBuffer
 from consumer.correlation.state.census import OpenCensus
 from consumer.correlation.state.clock import EventClock
 from consumer.correlation.state.codec import (
@@ -49,17 +50,12 @@ from consumer.correlation.state.codec import (
     WATERMARK_KEY,
     check_pending,
     decode_marker,
-    decode_notification,
     decode_pending,
     encode_marker,
-    encode_notification,
     encode_pending,
-    notification_core,
-    notification_digest,
     pending_deadline,
 )
 from consumer.correlation.state.timers import Timers
-from consumer.model import InstanceEvent
 
 COLD_ENTRY_BYTES: Final = 120
 """Memory of a cold open operation beyond its key's and value's lengths (two object headers,
@@ -71,16 +67,9 @@ KEPT_HOT_FACTOR: Final = 7
 """Memory of an operation kept hot after its drain, per byte of its committed value and key:
 the object, the value it was written as, what it keeps of its notifications (measured with
 tracemalloc: 6.8 to 7.2 for JD and Alibaba operations)."""
-BUFFER_ENTRY_BYTES: Final = 130
-"""Memory of a buffered notification beyond its id's and value's lengths."""
 MARKER_ENTRY_BYTES: Final = 250
 """Memory of a finished-operation marker beyond its key's length (the marker, its ints, the
 dict slot, the expiry timer's slot)."""
-
-WAITING: Final = "|f"
-"""Suffix of a buffered notification's id that waits for the upstream frontier, not for the
-watermark: released as soon as every raw partition has been normalized past its time."""
-
 
 class StateStore:
     def __init__(self, counters: Counter[str]) -> None:
@@ -89,10 +78,7 @@ class StateStore:
         self.cold: dict[str, bytes] = {}
         """Every other open operation, as its changelog value."""
         self.done: dict[str, DoneMarker] = {}
-        self.buffer: dict[str, bytes] = {}
-        """Buffered notifications: ``<t>|<rank>|<digest>`` (waiting for the watermark: a key that
-        showed disorder) or ``<t>|<rank>|<digest>|f`` (waiting for the upstream frontier) ->
-        compact encoding."""
+        self.reorder = ReorderBuffer(counters)
         self.clock = EventClock()
         self._thawed: dict[str, bytes] = {}
         """Cold values of the hot operations (their committed form until the next drain)."""
@@ -104,22 +90,17 @@ class StateStore:
         """Operations kept hot by the last drain and still held -> their estimated bytes."""
         self._kept_bytes = 0
         self._marker_bytes = 0
-        self._buffer_bytes = 0
         self._deadlines = Timers(self._deadline_of)
         self._deadlines_restored = True
         """False while restored operations wait to be scheduled."""
         self._expiries = Timers(self._expiry_of)
-        self._order = Timers(self._buffered_at)
-        self._waiting = Timers(self._buffered_at)
         # key -> whether the changelog holds a value for it; one map per prefix (no string
         # concatenation per change)
         self._dirty_pending: dict[str, bool] = {}
         self._dirty_done: dict[str, bool] = {}
-        self._dirty_buffer: dict[str, bool] = {}
         # pre-images since the last commit point (None: the key held nothing)
         self._pre_pending: dict[str, PendingOp | bytes | None] = {}
         self._pre_done: dict[str, DoneMarker | None] = {}
-        self._pre_buffer: dict[str, bytes | None] = {}
         self._counters = counters
         self.opened: list[tuple[str, OpenRecord | None]] = []
         """The open-operations records of the last drain asked for them (see :meth:`drain`)."""
@@ -136,7 +117,7 @@ class StateStore:
         """Estimated bytes held: open operations, buffered notifications, markers."""
         kept = self._kept
         return (self._cold_bytes + self._kept_bytes + HOT_OP_BYTES * (len(self.pending) - len(kept))
-                + self._buffer_bytes
+                + self.reorder.bytes
                 + self.marker_bytes())
 
     def marker_bytes(self) -> int:
@@ -352,108 +333,12 @@ class StateStore:
         for key, marker in self.done.items():
             yield key, marker.expires
 
-    # -- the reorder buffer ----------------------------------------------------------------
-
-    def buffer_add(self, t: int, rank: int, event: InstanceEvent, *,
-                   waiting: bool = False) -> bool:
-        """Buffer a notification until the watermark passes it (``waiting``: until the upstream
-        frontier does), released in (``t``, ``rank``, digest) order; False when the same
-        notification is already buffered."""
-        core = notification_core(event)
-        bid = f"{t}|{rank}|{notification_digest(core)}{WAITING if waiting else ''}"
-        if bid in self.buffer:
-            return False
-        value = encode_notification(core, event)
-        if bid not in self._dirty_buffer:
-            self._dirty_buffer[bid] = False
-        if bid not in self._pre_buffer:
-            self._pre_buffer[bid] = None
-        self._buffer_put(bid, value)
-        return True
-
-    def _buffer_put(self, bid: str, value: bytes) -> None:
-        t = _bid_time(bid)  # before any change: a restored id that is not one raises
-        old = self.buffer.get(bid)
-        if old is not None:
-            self._buffer_bytes -= len(old) + len(bid) + BUFFER_ENTRY_BYTES
-        self.buffer[bid] = value
-        self._buffer_bytes += len(value) + len(bid) + BUFFER_ENTRY_BYTES
-        if bid.endswith(WAITING):
-            self._waiting.add(bid, t)
-        else:
-            self._order.add(bid, t)
-        self._compact_buffer()
-
-    def _buffer_pop(self, bid: str) -> bytes | None:
-        value = self.buffer.pop(bid, None)
-        if value is not None:
-            self._buffer_bytes -= len(value) + len(bid) + BUFFER_ENTRY_BYTES
-            # A restore reads a burst's entries, then their tombstones: the timers must not keep
-            # a million released ids alive.
-            self._compact_buffer()
-        return value
-
-    def _compact_buffer(self) -> None:
-        self._order.compact(len(self.buffer), self._all_buffered)
-        self._waiting.compact(len(self.buffer), self._all_waiting)
-
-    def _buffered_at(self, bid: str) -> int | None:
-        """Release time of a buffered notification. Within one time the id orders by rank
-        (one digit) then digest, the release order."""
-        return _bid_time(bid) if bid in self.buffer else None
-
-    def _all_buffered(self) -> Iterator[tuple[str, int]]:
-        for bid in self.buffer:
-            if not bid.endswith(WAITING):
-                yield bid, _bid_time(bid)
-
-    def _all_waiting(self) -> Iterator[tuple[str, int]]:
-        for bid in self.buffer:
-            if bid.endswith(WAITING):
-                yield bid, _bid_time(bid)
-
-    def buffered(self) -> Iterator[InstanceEvent]:
-        """The notifications waiting for the watermark (not those waiting for the frontier),
-        decoded; one that cannot be read is left out."""
-        for bid, value in self.buffer.items():
-            if not bid.endswith(WAITING):
-                try:
-                    yield decode_notification(value)
-                except DECODE_ERRORS:
-                    continue
-
-    def buffer_head(self, until: int | None = None) -> int | None:
-        """Event time of the next notification the watermark releases, if at most ``until``."""
-        return self._order.peek(until)
-
-    def waiting_head(self, until: int | None = None) -> int | None:
-        """Event time of the next notification the frontier releases, if at most ``until``."""
-        return self._waiting.peek(until)
-
-    def buffer_pop(self, *, waiting: bool = False) -> tuple[int, InstanceEvent | None]:
-        """The next notification in release order; call after :meth:`buffer_head` (or, with
-        ``waiting``, :meth:`waiting_head`) said one is. None: its restored value could not be
-        read (counted ``restore_skipped``, dropped)."""
-        bid = (self._waiting if waiting else self._order).pop()
-        value = self._buffer_pop(bid)
-        assert value is not None
-        if bid not in self._dirty_buffer:
-            self._dirty_buffer[bid] = True
-        if bid not in self._pre_buffer:
-            self._pre_buffer[bid] = value
-        try:
-            event: InstanceEvent | None = decode_notification(value)
-        except DECODE_ERRORS:
-            self._counters["restore_skipped"] += 1
-            event = None
-        return _bid_time(bid), event
-
     # -- commit points -----------------------------------------------------------------------
 
     @property
     def touched(self) -> bool:
         """Whether anything changed since the last commit point."""
-        return bool(self._pre_pending or self._pre_done or self._pre_buffer
+        return bool(self._pre_pending or self._pre_done or self.reorder.touched
                     or self.clock.touched)
 
     def commit_point(self) -> None:
@@ -461,7 +346,7 @@ class StateStore:
         if self.touched:
             self._pre_pending = {}
             self._pre_done = {}
-            self._pre_buffer = {}
+            self.reorder.commit_point()
             self.clock.commit_point()
 
     def rollback(self) -> int:
@@ -487,17 +372,13 @@ class StateStore:
             else:
                 self._done_put(key, marker)
                 self._expiries.add(key, marker.expires)
-        for bid, value in self._pre_buffer.items():
-            n += 1
-            self._buffer_pop(bid)
-            if value is not None:
-                self._buffer_put(bid, value)
+        n += self.reorder.rollback()
         if self.clock.rollback():
             n += 1
-        self._pre_pending, self._pre_done, self._pre_buffer = {}, {}, {}
+        self._pre_pending, self._pre_done = {}, {}
         self._census.forget()
         # What the aborted transaction wrote is gone; memory now matches the committed log.
-        self._dirty_pending, self._dirty_done, self._dirty_buffer = {}, {}, {}
+        self._dirty_pending, self._dirty_done = {}, {}
         return n
 
     # -- changelog -------------------------------------------------------------------------
@@ -560,19 +441,12 @@ class StateStore:
                 out.append((DONE_PREFIX + key, encode_marker(marker)))
             elif stored:
                 out.append((DONE_PREFIX + key, None))
-        buffer = self.buffer
-        for bid, stored in self._dirty_buffer.items():
-            entry = buffer.get(bid)
-            if entry is not None:
-                out.append((BUFFER_PREFIX + bid, entry))
-            elif stored:
-                out.append((BUFFER_PREFIX + bid, None))
+        self.reorder.drain(out)
         meta = self.clock.drain()
         if meta is not None:
             out.append((WATERMARK_KEY, meta))
         self._dirty_pending = {}
         self._dirty_done = {}
-        self._dirty_buffer = {}
         return out
 
     def restore(self, ckey: str, value: bytes | None) -> None:
@@ -599,11 +473,11 @@ class StateStore:
                 self._expiries.add(key, marker.expires)
             elif ckey.startswith(BUFFER_PREFIX):
                 if value is None:
-                    self._buffer_pop(key)
+                    self.reorder.drop(key)
                     return
                 if value[:1] != b"[":
                     raise ValueError("not a buffered notification")
-                self._buffer_put(key, value)  # read when released: a burst restores quickly
+                self.reorder.put(key, value)  # read when released: a burst restores quickly
             elif ckey == WATERMARK_KEY and value is not None:
                 self.clock.restore(value)
             else:
@@ -629,15 +503,9 @@ class StateStore:
         snap: dict[str, dict[str, Any]] = {PENDING_PREFIX + op.key: op.as_dict()
                                            for op in self.ops()}
         snap.update({DONE_PREFIX + k: m.as_dict() for k, m in self.done.items()})
-        snap.update({BUFFER_PREFIX + k: dict(decode_notification(v))
-                     for k, v in self.buffer.items()})
+        snap.update(self.reorder.snapshot())
         meta = self.clock.snapshot()
         if meta is not None:
             snap[WATERMARK_KEY] = meta
         return snap
-
-
-def _bid_time(bid: str) -> int:
-    """The release time a buffered notification's id starts with."""
-    return int(bid[:bid.index("|")])
 
