@@ -96,6 +96,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
+from consumer.correlation.absence import AbsenceTracker
 from consumer.correlation.config import CorrelatorConfig
 from consumer.correlation.objects import OpState
 from consumer.correlation.openops import OpenRecord, open_record
@@ -105,8 +106,11 @@ from consumer.correlation.rules import LIMIT_STATE_BYTES, Rules
 from consumer.correlation.state import HOT_OP_BYTES, NO_TIME, StateStore
 from consumer.correlation.transitions import LIFECYCLE_OPS
 from consumer.model import InstanceEvent
+from consumer.normalization.azure import DOCUMENT_CODE
 
 Clock = Callable[[], int]
+
+AZURE: Final = "azure"
 
 _OPENERS = OPENERS
 _STARTED = OpState.STARTED
@@ -141,7 +145,8 @@ class Correlator:
         late_completion, ...) for metrics."""
         self.late: Counter[LateKey] = Counter()
         """Notifications that arrived behind the watermark, by (vendor, operation, known)."""
-        self._store = StateStore(self.counters)
+        self._absence = AbsenceTracker()
+        self._store = StateStore(self.counters, self._absence)
         self._rules = Rules(config, self._store, self.counters)
         self._held: Counter[str] | None = Counter()
         """Order key -> its notifications in the reorder buffer (None: to count again)."""
@@ -192,6 +197,19 @@ class Correlator:
         """Take one notification; return the outcomes that are decided now (zero or more)."""
         now = self._rules.wall = self._clock()
         out: list[Outcome] = []
+        if event["vendor"] == AZURE:
+            # An Azure Scheduled Events document ends the events missing from it: their ends
+            # are notifications like any other (the Event Grid path sends them explicitly).
+            for end in self._absence.observe(event):
+                self._take(end, now, out)
+            if event["vendor_event_code"] == DOCUMENT_CODE:
+                self._keep_budget(out)
+                return out  # a document naming no event of its VM: nothing else to decide
+        self._take(event, now, out)
+        self._keep_budget(out)
+        return out
+
+    def _take(self, event: InstanceEvent, now: int, out: list[Outcome]) -> None:
         st = self._store
         t, rank, at_once = place(event)
         st.clock.see(t, now)
@@ -217,8 +235,6 @@ class Correlator:
             self._rules.apply(event, t, out)
         else:
             self._arrive(event, t, rank, out)
-        self._keep_budget(out)
-        return out
 
     def progress(self, entries: Iterable[tuple[str, int, bool]]) -> list[Outcome]:
         """Upstream progress, one mark's ``(raw partition, newest, caught_up)`` entries: the
@@ -332,6 +348,8 @@ class Correlator:
         self._rules.wall = self._clock()
         out: list[Outcome] = []
         st = self._store
+        for end in self._absence.flush():
+            self._take(end, self._rules.wall, out)
         for source, (newest, _) in list(st.clock.sources.items()):
             st.clock.progress(source, newest, True)
         self._release_waiting(out, limit=1 << 62)

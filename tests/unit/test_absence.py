@@ -237,20 +237,19 @@ def grid(eid: str, status: str, when: int) -> dict[str, Any]:
 
 
 def correlate(events: list[InstanceEvent]) -> list[Outcome]:
+    """The correlator alone: it tracks the documents itself (the agent's placeholder documents
+    included) and pairs the ends they reveal like any notification."""
     clock = [0]
     correlator = Correlator(CorrelatorConfig(), clock=lambda: clock[0])
     out: list[Outcome] = []
     for event in sorted(events, key=lambda e: e["event_time"]):
-        if event["vendor_event_code"] == "ScheduledEvents.Document":
-            continue  # the tracker's input only
         clock[0] = max(clock[0], event["event_time"])
         out += correlator.process(event)
     return out + correlator.flush()
 
 
 def imds_path(*docs: dict[str, Any]) -> list[Outcome]:
-    events = normalized(*docs)
-    return correlate(events + replay(events))
+    return correlate(normalized(*docs))
 
 
 def facts(outcomes: list[Outcome]) -> list[tuple[Any, ...]]:
@@ -272,3 +271,57 @@ def test_the_imds_and_event_grid_paths_give_the_same_outcome(canceled: bool) -> 
     assert facts(via_imds) == facts(via_grid)
     [(outcome, *_rest, duration)] = facts(via_imds)
     assert (outcome, duration) == (("canceled", None) if canceled else ("completed", t3 - t2))
+
+
+# -- in the correlator: state written, restored and rolled back with the rest -------------------
+
+def flow() -> list[InstanceEvent]:
+    return normalized(document(1, T0, se("E1", "Scheduled")),
+                      document(2, T_NB + 2 * SEC, se("E1", "Started")),
+                      document(3, T_NB + 95 * SEC),  # E1 gone: completed
+                      document(4, T_NB + 99 * SEC))  # nothing of this VM: no outcome
+
+
+def test_a_document_naming_no_event_of_its_vm_decides_nothing_itself() -> None:
+    outcomes = correlate(flow())
+    assert [(o["outcome"], o["vendor_event_id"]) for o in outcomes] == [("completed", "E1")]
+
+
+def test_the_tracker_state_restores_from_the_changelog_midway() -> None:
+    events = flow()
+    whole = facts(correlate(events))
+    clock = [T0]
+    first = Correlator(CorrelatorConfig(), clock=lambda: clock[0])
+    out: list[Outcome] = []
+    log: dict[str, bytes | None] = {}
+    for event in events[:2]:
+        out += first.process(event)
+        log.update(first.drain_changes())
+    assert any(k.startswith("a|") for k in log)
+    second = Correlator(CorrelatorConfig(), clock=lambda: clock[0])  # a restart: only the log
+    for key, value in log.items():
+        second.restore(key, value)
+    assert second.counters["restore_skipped"] == 0
+    for event in events[2:]:
+        clock[0] = max(clock[0], event["event_time"])
+        out += second.process(event)
+    assert facts(out + second.flush()) == whole
+
+
+def test_an_aborted_batch_is_replayed_and_decides_again() -> None:
+    """The document that ends E1 is in a batch whose transaction aborts: the rollback puts the
+    tracker back, so the replayed batch reveals the end again (without it, the tracker would
+    take the replay for a resent document and the end would be lost)."""
+    events = flow()
+    clock = [T0]
+    corr = Correlator(CorrelatorConfig(), clock=lambda: clock[0])
+    for event in events[:2]:
+        corr.process(event)
+    corr.drain_changes()
+    corr.commit_point()
+    lost = corr.process(events[2])
+    corr.drain_changes()
+    assert [o["outcome"] for o in lost] == ["completed"]
+    corr.rollback()  # the transaction that carried it aborted
+    again = corr.process(events[2])
+    assert facts(again) == facts(lost)

@@ -13,6 +13,8 @@ what its restore needs: nothing is looked up in tables that may change between v
 - ``d|<operation key>``: a finished-operation marker (JSON).
 - ``b|<t>|<rank>|<digest>[|f]``: a notification in the reorder buffer (a JSON array).
 - ``w|``: the partition's watermark and upstream progress (JSON).
+- ``a|<vm>``: what the completion-by-absence tracker holds of one VM's Scheduled Events
+  documents (JSON, see :mod:`consumer.correlation.absence`).
 
 The JSON values are small and readable with any console consumer when debugging a stuck
 operation.
@@ -43,6 +45,7 @@ PENDING_PREFIX: Final = "p|"
 DONE_PREFIX: Final = "d|"
 BUFFER_PREFIX: Final = "b|"
 WATERMARK_KEY: Final = "w|"
+ABSENCE_PREFIX: Final = "a|"
 
 FORMAT_VERSION: Final = 1
 """Format of the JSON changelog values (markers; open operations before format 2)."""

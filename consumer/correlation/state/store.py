@@ -35,12 +35,16 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any, Final
 
+import orjson
+
+from consumer.correlation.absence import AbsenceTracker
 from consumer.correlation.objects import DoneMarker, PendingOp, Series, Tally, tally
 from consumer.correlation.openops import OpenRecord, open_record
 from consumer.correlation.state.buffer import ReorderBuffer
 from consumer.correlation.state.census import OpenCensus
 from consumer.correlation.state.clock import EventClock
 from consumer.correlation.state.codec import (
+    ABSENCE_PREFIX,
     BUFFER_PREFIX,
     CURRENT_PENDING,
     DECODE_ERRORS,
@@ -72,13 +76,19 @@ MARKER_ENTRY_BYTES: Final = 250
 dict slot, the expiry timer's slot)."""
 
 class StateStore:
-    def __init__(self, counters: Counter[str]) -> None:
+    def __init__(self, counters: Counter[str], absence: AbsenceTracker | None = None) -> None:
+        """``absence``: the completion-by-absence tracker whose per-VM state this store writes,
+        restores and rolls back with the rest (``a|<vm>``)."""
         self.pending: dict[str, PendingOp] = {}
         """Open operations a batch is working on, as objects (``hot``)."""
         self.cold: dict[str, bytes] = {}
         """Every other open operation, as its changelog value."""
         self.done: dict[str, DoneMarker] = {}
         self.reorder = ReorderBuffer(counters)
+        self.absence = absence
+        self._absence_log: dict[str, bytes] = {}
+        """Every tracked VM's state as the changelog holds it: a rollback puts back these."""
+        self._absence_pre: dict[str, bytes | None] = {}
         self.clock = EventClock()
         self._thawed: dict[str, bytes] = {}
         """Cold values of the hot operations (their committed form until the next drain)."""
@@ -339,6 +349,7 @@ class StateStore:
     def touched(self) -> bool:
         """Whether anything changed since the last commit point."""
         return bool(self._pre_pending or self._pre_done or self.reorder.touched
+                    or self._absence_pre
                     or self.clock.touched)
 
     def commit_point(self) -> None:
@@ -347,6 +358,7 @@ class StateStore:
             self._pre_pending = {}
             self._pre_done = {}
             self.reorder.commit_point()
+            self._absence_pre = {}
             self.clock.commit_point()
 
     def rollback(self) -> int:
@@ -373,6 +385,7 @@ class StateStore:
                 self._done_put(key, marker)
                 self._expiries.add(key, marker.expires)
         n += self.reorder.rollback()
+        n += self._rollback_absence()
         if self.clock.rollback():
             n += 1
         self._pre_pending, self._pre_done = {}, {}
@@ -442,6 +455,7 @@ class StateStore:
             elif stored:
                 out.append((DONE_PREFIX + key, None))
         self.reorder.drain(out)
+        self._drain_absence(out)
         meta = self.clock.drain()
         if meta is not None:
             out.append((WATERMARK_KEY, meta))
@@ -480,10 +494,51 @@ class StateStore:
                 self.reorder.put(key, value)  # read when released: a burst restores quickly
             elif ckey == WATERMARK_KEY and value is not None:
                 self.clock.restore(value)
+            elif ckey.startswith(ABSENCE_PREFIX) and self.absence is not None:
+                self.absence.restore({key: None if value is None else orjson.loads(value)})
+                if value is None:
+                    self._absence_log.pop(key, None)
+                else:
+                    self._absence_log[key] = value
             else:
                 self._counters["restore_skipped"] += 1
         except DECODE_ERRORS:
             self._counters["restore_skipped"] += 1
+
+    # -- completion by absence -----------------------------------------------------------------
+
+    def _drain_absence(self, out: list[tuple[str, bytes | None]]) -> None:
+        if self.absence is None:
+            return
+        log, pre = self._absence_log, self._absence_pre
+        for vm, state in self.absence.drain_changes():
+            if vm not in pre:
+                pre[vm] = log.get(vm)
+            if state is None:
+                log.pop(vm, None)
+                out.append((ABSENCE_PREFIX + vm, None))
+            else:
+                value = log[vm] = orjson.dumps(state)
+                out.append((ABSENCE_PREFIX + vm, value))
+
+    def _rollback_absence(self) -> int:
+        """The tracked VMs changed since the commit point (drained or not) get the state the
+        changelog holds back."""
+        if self.absence is None:
+            return 0
+        pre, log = self._absence_pre, self._absence_log
+        for vm, _ in self.absence.drain_changes():  # changed after the last drain
+            if vm not in pre:
+                pre[vm] = log.get(vm)
+        for vm, value in pre.items():
+            if value is None:
+                log.pop(vm, None)
+            else:
+                log[vm] = value
+        self.absence.restore({vm: None if v is None else orjson.loads(v) for vm, v in pre.items()})
+        self.absence.drain_changes()  # the restore itself is not a change to write
+        n, self._absence_pre = len(pre), {}
+        return n
 
     # -- what is open, counted ----------------------------------------------------------------
 
@@ -504,6 +559,9 @@ class StateStore:
                                            for op in self.ops()}
         snap.update({DONE_PREFIX + k: m.as_dict() for k, m in self.done.items()})
         snap.update(self.reorder.snapshot())
+        if self.absence is not None:
+            snap.update({ABSENCE_PREFIX + vm: state
+                         for vm, state in self.absence.snapshot().items()})
         meta = self.clock.snapshot()
         if meta is not None:
             snap[WATERMARK_KEY] = meta
