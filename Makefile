@@ -15,7 +15,7 @@ all: lint test
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,deploy]'
+	$(PY) -m pip install -q -e '.[dev,deploy,ingest]'
 	touch $(STAMP)
 
 venv: $(STAMP)

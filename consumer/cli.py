@@ -201,6 +201,13 @@ def _run_all(stages: Sequence[str], settings: Settings) -> int:
     return code
 
 
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    """The HTTP front door: vendors push here; what they send is written to the raw topic."""
+    from consumer.ingest.main import run_ingest
+
+    return run_ingest(settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vmevents", description=__doc__)
     p.add_argument("--version", action="version", version=f"vmevents {__version__}")
@@ -220,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--topic", help="default: the first of VMEVENTS_RAW_TOPICS")
     rep.add_argument("--repeat", type=int, default=1, help="send the file this many times")
     rep.set_defaults(func=cmd_replay)
+    ing = sub.add_parser("ingest", help="the HTTP front door vendors push events to (see README)",
+                         description=cmd_ingest.__doc__)
+    ing.set_defaults(func=cmd_ingest)
     tl = sub.add_parser("tail", help="print records of our topics as JSON lines (Avro decoded)",
                         description=tail.cmd_tail.__doc__)
     tail.add_arguments(tl)
