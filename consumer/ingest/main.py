@@ -9,11 +9,14 @@ the producer, and exits within the pod's grace period.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Mapping
+import signal
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import structlog
+import uvicorn
 from prometheus_client import CollectorRegistry
 
 from consumer.config import Settings
@@ -80,8 +83,6 @@ def build_routes(s: IngestSettings, fetch: Fetch = http_get) -> dict[str, Route]
 
 def run_ingest(kafka: Settings, env: Mapping[str, str] | None = None) -> int:
     """Run until SIGTERM/SIGINT. Configuration errors raise before anything starts."""
-    import uvicorn
-
     from consumer.ingest.producer import RawWriter
     from consumer.runtime.clients import ensure_topics
 
@@ -114,10 +115,13 @@ def run_ingest(kafka: Settings, env: Mapping[str, str] | None = None) -> int:
                             proxy_headers=False, server_header=False, date_header=False,
                             timeout_keep_alive=75, timeout_graceful_shutdown=kafka.shutdown_timeout_s,
                             h11_max_incomplete_event_size=64 * 1024)
-    server = uvicorn.Server(config)
+    server = _Server(config)
 
     async def serve() -> None:
-        writer.start(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, server.stop_accepting)
+        writer.start(loop)
         task = asyncio.create_task(server.serve())
         while not server.started and not task.done():
             await asyncio.sleep(0.02)
@@ -135,6 +139,20 @@ def run_ingest(kafka: Settings, env: Mapping[str, str] | None = None) -> int:
         health_server.stop()
         log.info("ingest stopped", undelivered=left)
     return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with our signal handling: SIGTERM/SIGINT start the graceful shutdown and
+    the process then exits 0 (uvicorn's own handlers re-raise the signal after shutting down)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def stop_accepting(self) -> None:
+        if self.should_exit:
+            self.force_exit = True  # a second signal: stop now
+        self.should_exit = True
 
 
 def _bound_port(server: Any) -> int:
