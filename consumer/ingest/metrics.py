@@ -42,5 +42,6 @@ class IngestMetrics:
             self.records.labels(route)
             for status in ("200", "401", "403", "503"):
                 self.requests.labels(route, status)
-        for reason in ("ack_timeout", "not_acknowledged", "queue_full", "produce_failed"):
+        for reason in ("broker_unavailable", "ack_timeout", "not_acknowledged", "queue_full",
+                       "produce_failed"):
             self.produce_errors.labels(reason)

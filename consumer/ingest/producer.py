@@ -7,6 +7,12 @@ and librdkafka gives up on the record, which was then never written (a record al
 flight when the report fails may still land: a redelivery then writes it twice, which the
 normalized stream's notification id identifies, see the README).
 
+While the broker is known to be away (a delivery failed, or librdkafka reports every broker
+down) nothing is produced: requests are answered 503 at once, and a metadata probe every
+0.5 s brings readiness back once every partition of the topic has a leader. So records are not
+queued during an outage to land after their request was refused; only a record in flight at
+the moment the broker went away can (a broker that persisted it but did not answer).
+
 One thread polls the producer; the delivery reports of one poll are handed to the event loop in
 one ``call_soon_threadsafe`` (not one wake-up per record).
 """
@@ -23,13 +29,15 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from consumer.config import Settings
-from consumer.ingest.request import Unavailable
+from consumer.ingest.request import Refused, Unavailable
 from consumer.logs import kafka_logger
 from consumer.runtime.clients import producer_conf
 
 log = structlog.get_logger(__name__)
 
 Headers = list[tuple[str, str | bytes | None]]
+PROBE_INTERVAL_S = 0.5
+TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE})
 
 
 class RawWriter:
@@ -72,13 +80,18 @@ class RawWriter:
         """Produce every value and wait for every acknowledgement; Unavailable if any fails."""
         loop = self._loop
         assert loop is not None, "start() first"
+        if not self.ready:
+            # Fail fast while the broker is away: nothing is queued that could land after the
+            # 503 (a redelivery would then write it twice), and the vendor hears at once.
+            raise Unavailable("broker_unavailable", "the broker is not acknowledging records")
         futures: list[asyncio.Future[None]] = []
-        done = self._done
         for value in values:
             fut: asyncio.Future[None] = loop.create_future()
 
             def report(err: KafkaError | None, msg: Any, fut: asyncio.Future[None] = fut) -> None:
-                done.append((fut, err))
+                # Runs in the poll thread, which also swaps the list: look it up now, never
+                # append to a list captured at produce time (it may be handed over already).
+                self._done.append((fut, err))
 
             try:
                 self._producer.produce(self.topic, value, key, on_delivery=report,
@@ -86,7 +99,10 @@ class RawWriter:
             except BufferError:
                 raise Unavailable("queue_full", "the producer's queue is full") from None
             except KafkaException as exc:
-                raise Unavailable("produce_failed", str(exc.args[0] if exc.args else exc)) from None
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.code() in TOO_LARGE:
+                    raise Refused("too_large", err.str(), status=413) from None
+                raise Unavailable("produce_failed", str(err or exc)) from None
             futures.append(fut)
         try:
             # The delivery report comes within message.timeout.ms; the margin covers the poll.
@@ -107,17 +123,19 @@ class RawWriter:
                 except RuntimeError:
                     return  # the loop is closed: shutting down
             now = time.monotonic()
-            if not self.ready and now - self._last_probe > 1.0:
+            if not self.ready and now - self._last_probe > PROBE_INTERVAL_S:
                 self._last_probe = now
                 self._probe()
 
     def _probe(self) -> None:
-        """Readiness comes back when the broker answers a metadata request for our topic."""
+        """Readiness comes (back) when the broker answers a metadata request for our topic and
+        every partition of it has a leader."""
         try:
             meta = self._producer.list_topics(self.topic, timeout=1.0).topics.get(self.topic)
         except KafkaException:
             return
-        if meta is not None and meta.error is None and meta.partitions:
+        if (meta is not None and meta.error is None and meta.partitions
+                and all(p.leader >= 0 for p in meta.partitions.values())):
             self._set_ready(True)
 
     def _resolve(self, batch: list[tuple[asyncio.Future[None], KafkaError | None]]) -> None:
@@ -127,13 +145,13 @@ class RawWriter:
                 continue
             if err is None:
                 fut.set_result(None)
+            elif err.code() in TOO_LARGE:
+                fut.set_exception(Refused("too_large", err.str(), status=413))
             else:
                 failed = err
                 fut.set_exception(Unavailable("not_acknowledged", err.str()))
         if failed is not None:
             self._set_ready(False, failed.str())
-        elif batch:
-            self._set_ready(True)
 
     def _on_error(self, err: KafkaError) -> None:
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
