@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import structlog
@@ -121,7 +121,7 @@ def run_ingest(kafka: Settings, env: Mapping[str, str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, server.stop_accepting)
-        writer.start(loop)
+        writer.start()
         task = asyncio.create_task(server.serve())
         while not server.started and not task.done():
             await asyncio.sleep(0.02)
@@ -133,7 +133,8 @@ def run_ingest(kafka: Settings, env: Mapping[str, str] | None = None) -> int:
         await task
 
     try:
-        asyncio.run(serve())
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve())
     finally:
         left = writer.close(min(5.0, kafka.shutdown_timeout_s))
         health_server.stop()
@@ -153,6 +154,15 @@ class _Server(uvicorn.Server):
         if self.should_exit:
             self.force_exit = True  # a second signal: stop now
         self.should_exit = True
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (the ingest extra), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _bound_port(server: Any) -> int:

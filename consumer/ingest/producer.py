@@ -3,25 +3,25 @@
 An idempotent producer with ``acks=all``. ``message.timeout.ms`` is the ack timeout, shorter
 than every channel's own timeout (EventBridge's 5 s is the tightest), so the delivery report
 itself decides the answer: delivered -> 2xx; not delivered in time (broker away or slow) -> 503,
-and librdkafka gives up on the record, which was then never written (a record already in
-flight when the report fails may still land: a redelivery then writes it twice, which the
-normalized stream's notification id identifies, see the README).
+and librdkafka gives up on the record (a record already in flight when the report fails may
+still land: a redelivery then writes it twice, which the notification id identifies downstream,
+see the README).
 
 While the broker is known to be away (a delivery failed, or librdkafka reports every broker
 down) nothing is produced: requests are answered 503 at once, and a metadata probe every
 0.5 s brings readiness back once every partition of the topic has a leader. So records are not
-queued during an outage to land after their request was refused; only a record in flight at
-the moment the broker went away can (a broker that persisted it but did not answer).
+queued during an outage to land after their request was refused.
 
-One thread polls the producer; the delivery reports of one poll are handed to the event loop in
-one ``call_soon_threadsafe`` (not one wake-up per record).
+The producer is polled on the event loop itself (every 1 ms while deliveries are outstanding;
+when idle, from the next write on, or every 50 ms): delivery callbacks resolve their futures
+directly, with no second Python thread contending for the GIL on the hot path. Only the
+blocking metadata probe has a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,6 +37,8 @@ log = structlog.get_logger(__name__)
 
 Headers = list[tuple[str, str | bytes | None]]
 PROBE_INTERVAL_S = 0.5
+BUSY_POLL_S = 0.001
+IDLE_POLL_S = 0.05
 TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE})
 
 
@@ -61,40 +63,33 @@ class RawWriter:
             **(extra or {}),
         })
         self.topic = topic
-        self.ack_timeout_s = ack_timeout_ms / 1000.0
         self._producer = Producer(conf)
         self._on_ready = on_ready
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._done: list[tuple[asyncio.Future[None], KafkaError | None]] = []
+        self._outstanding = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="ingest-producer", daemon=True)
+        self._prober = threading.Thread(target=self._probe_loop, name="ingest-probe", daemon=True)
+        self._pump: asyncio.Task[None] | None = None
+        self._wake: asyncio.Future[None] | None = None
         self.ready = False
-        self._last_probe = 0.0
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._thread.start()
+    def start(self) -> None:
+        """Start polling on the running loop, and the readiness probe."""
+        self._pump = asyncio.get_running_loop().create_task(self._poll_loop())
+        self._prober.start()
 
     async def write(self, values: Sequence[bytes], headers: Headers, *, key: bytes | None,
                     timestamp_ms: int) -> None:
         """Produce every value and wait for every acknowledgement; Unavailable if any fails."""
-        loop = self._loop
-        assert loop is not None, "start() first"
         if not self.ready:
             # Fail fast while the broker is away: nothing is queued that could land after the
             # 503 (a redelivery would then write it twice), and the vendor hears at once.
             raise Unavailable("broker_unavailable", "the broker is not acknowledging records")
+        loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[None]] = []
         for value in values:
             fut: asyncio.Future[None] = loop.create_future()
-
-            def report(err: KafkaError | None, msg: Any, fut: asyncio.Future[None] = fut) -> None:
-                # Runs in the poll thread, which also swaps the list: look it up now, never
-                # append to a list captured at produce time (it may be handed over already).
-                self._done.append((fut, err))
-
             try:
-                self._producer.produce(self.topic, value, key, on_delivery=report,
+                self._producer.produce(self.topic, value, key, on_delivery=self._reporter(fut),
                                        timestamp=timestamp_ms, headers=headers)
             except BufferError:
                 raise Unavailable("queue_full", "the producer's queue is full") from None
@@ -103,28 +98,45 @@ class RawWriter:
                 if isinstance(err, KafkaError) and err.code() in TOO_LARGE:
                     raise Refused("too_large", err.str(), status=413) from None
                 raise Unavailable("produce_failed", str(err or exc)) from None
+            self._outstanding += 1
             futures.append(fut)
-        try:
-            # The delivery report comes within message.timeout.ms; the margin covers the poll.
-            await asyncio.wait_for(asyncio.gather(*futures), self.ack_timeout_s + 2.0)
-        except TimeoutError:
-            raise Unavailable("ack_timeout", "no delivery report in time") from None
+        if self._wake is not None:
+            _resolve(self._wake)
+        # librdkafka reports every record within message.timeout.ms, success or not.
+        for fut in futures:
+            await fut
 
-    def _poll(self) -> None:
-        producer = self._producer
-        loop = self._loop
-        assert loop is not None
+    def _reporter(self, fut: asyncio.Future[None]) -> Callable[[KafkaError | None, Any], None]:
+        def report(err: KafkaError | None, msg: Any) -> None:
+            self._outstanding -= 1
+            if fut.done():
+                return
+            if err is None:
+                fut.set_result(None)
+            elif err.code() in TOO_LARGE:
+                fut.set_exception(Refused("too_large", err.str(), status=413))
+            else:
+                fut.set_exception(Unavailable("not_acknowledged", err.str()))
+                self._set_ready(False, err.str())
+        return report
+
+    async def _poll_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        poll = self._producer.poll
         while not self._stop.is_set():
-            producer.poll(0.005)
-            if self._done:
-                batch, self._done = self._done, []
-                try:
-                    loop.call_soon_threadsafe(self._resolve, batch)
-                except RuntimeError:
-                    return  # the loop is closed: shutting down
-            now = time.monotonic()
-            if not self.ready and now - self._last_probe > PROBE_INTERVAL_S:
-                self._last_probe = now
+            poll(0)
+            if self._outstanding:
+                await asyncio.sleep(BUSY_POLL_S)
+                continue
+            # Idle: sleep until the next write wakes us (or IDLE_POLL_S, for error callbacks).
+            wake = self._wake = loop.create_future()
+            timer = loop.call_later(IDLE_POLL_S, _resolve, wake)
+            await wake
+            timer.cancel()
+
+    def _probe_loop(self) -> None:
+        while not self._stop.wait(PROBE_INTERVAL_S):
+            if not self.ready:
                 self._probe()
 
     def _probe(self) -> None:
@@ -137,21 +149,6 @@ class RawWriter:
         if (meta is not None and meta.error is None and meta.partitions
                 and all(p.leader >= 0 for p in meta.partitions.values())):
             self._set_ready(True)
-
-    def _resolve(self, batch: list[tuple[asyncio.Future[None], KafkaError | None]]) -> None:
-        failed = None
-        for fut, err in batch:
-            if fut.done():
-                continue
-            if err is None:
-                fut.set_result(None)
-            elif err.code() in TOO_LARGE:
-                fut.set_exception(Refused("too_large", err.str(), status=413))
-            else:
-                failed = err
-                fut.set_exception(Unavailable("not_acknowledged", err.str()))
-        if failed is not None:
-            self._set_ready(False, failed.str())
 
     def _on_error(self, err: KafkaError) -> None:
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
@@ -170,9 +167,14 @@ class RawWriter:
             self._on_ready(ready)
 
     def close(self, timeout_s: float) -> int:
-        """Deliver what is queued (at most ``timeout_s``), stop polling; records left behind."""
-        left = int(self._producer.flush(timeout_s))
+        """Deliver what is queued (at most ``timeout_s``), stop; returns records left behind."""
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(2.0)
+        left = int(self._producer.flush(timeout_s))
+        if self._prober.is_alive():
+            self._prober.join(2.0)
         return left
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -54,6 +54,25 @@ class _LogSampler:
         return quiet
 
 
+class _RouteSeries:
+    """One route's metric children, looked up once (``labels()`` per request costs more than
+    the rest of a request's bookkeeping)."""
+
+    def __init__(self, metrics: IngestMetrics, route: str) -> None:
+        self.route = route
+        self.requests = metrics.requests
+        self.bytes = metrics.bytes.labels(route)
+        self.records = metrics.records.labels(route)
+        self.latency = metrics.latency.labels(route)
+        self._by_status: dict[int, Any] = {}
+
+    def answered(self, status: int) -> None:
+        child = self._by_status.get(status)
+        if child is None:
+            child = self._by_status[status] = self.requests.labels(self.route, str(status))
+        child.inc()
+
+
 class IngestApp:
     def __init__(self, routes: Mapping[str, Route], writer: Writer, metrics: IngestMetrics, *,
                  max_body_bytes: int, max_in_flight: int, retry_after_s: int,
@@ -67,6 +86,7 @@ class IngestApp:
         self.public_url = public_url
         self.proxies = tuple(ipaddress.ip_network(c, strict=False) for c in trusted_proxies)
         self.in_flight = 0
+        self._series = {name: _RouteSeries(metrics, name) for name in (*PATHS, "none")}
         self._sample = _LogSampler()
         self._off = {PATHS[n] for n in PATHS if n not in routes}
 
@@ -103,11 +123,11 @@ class IngestApp:
         if route is None:
             off = path in self._off or path.startswith(PATHS["cloudmonitor"] + "/")
             status = await _answer(send, 404, b"route not configured\n" if off else b"not found\n")
-            m.requests.labels(name, "404").inc()
+            self._series[name].answered(404)
             return
         if self.in_flight >= self.max_in_flight:
             m.refused.labels(name, "overloaded").inc()
-            m.requests.labels(name, "503").inc()
+            self._series[name].answered(503)
             await _answer(send, 503, b"busy, retry later\n", [(b"retry-after", self.retry_after)])
             return
         self.in_flight += 1
@@ -117,8 +137,9 @@ class IngestApp:
         finally:
             self.in_flight -= 1
             m.in_flight.dec()
-            m.requests.labels(name, str(status)).inc()
-            m.latency.labels(name).observe(time.perf_counter() - start)
+            series = self._series[name]
+            series.answered(status)
+            series.latency.observe(time.perf_counter() - start)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, route: Route,
                       received_ms: int) -> int:
@@ -127,7 +148,8 @@ class IngestApp:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             body = await self._body(headers, receive)
-            m.bytes.labels(name).inc(len(body))
+            series = self._series[name]
+            series.bytes.inc(len(body))
             req = Request(scope["method"], scope["path"], scope["query_string"].decode("latin-1"),
                           headers, body, self._client(scope, headers), self._url(scope, headers),
                           received_ms)
@@ -138,7 +160,7 @@ class IngestApp:
                 extra = [(k.lower().encode(), v.encode()) for k, v in outcome.headers.items()]
                 return await _answer(send, outcome.status, outcome.body, extra)
             await self._write(name, outcome, received_ms)
-            m.records.labels(name).inc(len(outcome.records))
+            series.records.inc(len(outcome.records))
             return await _answer(send, outcome.status, b"ok\n")
         except Refused as exc:
             return await self._refuse(send, name, exc)
@@ -225,9 +247,10 @@ class IngestApp:
         if self.public_url:
             return self.public_url + tail
         scheme = scope.get("scheme", "http")
+        forwarded = headers.get("x-forwarded-proto")
         peer = scope.get("client")
-        if peer and self._trusted(str(peer[0])):
-            scheme = headers.get("x-forwarded-proto", scheme)
+        if forwarded and peer and self._trusted(str(peer[0])):
+            scheme = forwarded
         return f"{scheme!s}://{headers.get('host', '')}{tail}"
 
 
