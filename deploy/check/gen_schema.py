@@ -82,6 +82,36 @@ def stage(description: str) -> dict[str, Any]:
     }, ["enabled", "replicaCount", "resources", "autoscaling"], description=description)
 
 
+def ingest() -> dict[str, Any]:
+    """`vmevents ingest`: its own Deployment, Service, Ingress, PDB and HPA."""
+    return obj({
+        "enabled": {"type": "boolean"},
+        "replicaCount": integer(0),
+        "port": integer(1, 65535),
+        "config": {"type": "object", "propertyNames": {"pattern": r"^[A-Z][A-Z0-9_]*$"},
+                   "additionalProperties": {"type": ["string", "number", "boolean"]},
+                   "description": "VMEVENTS_INGEST_<NAME> settings, non-secret"},
+        "existingSecret": {"type": "string"},
+        "resources": RESOURCES,
+        "autoscaling": obj({
+            "enabled": {"type": "boolean"},
+            "minReplicas": integer(1),
+            "maxReplicas": integer(1),
+            "targetCPUUtilizationPercentage": integer(1, 100),
+        }, ["enabled", "minReplicas", "maxReplicas"]),
+        "pdb": obj({"enabled": {"type": "boolean"},
+                    "maxUnavailable": {"type": ["integer", "string"]}}),
+        "service": obj({"type": enum("ClusterIP", "NodePort", "LoadBalancer"),
+                        "port": integer(1, 65535), "annotations": STR_MAP}),
+        "ingress": obj({"enabled": {"type": "boolean"}, "className": {"type": "string"},
+                        "host": {"type": "string", "minLength": 1},
+                        "tlsSecretName": {"type": "string"}, "annotations": STR_MAP}),
+        "networkPolicyFrom": {"type": "array", "items": ANY_OBJECT},
+        "extraEnv": ENV_MAP,
+    }, ["enabled", "port", "resources", "autoscaling"],
+        description="The HTTP front door vendors push to (vmevents ingest).")
+
+
 def probe() -> dict[str, Any]:
     return obj({
         "httpGet": obj({"path": {"type": "string"}, "port": {"type": ["string", "integer"]}},
@@ -203,6 +233,7 @@ def schema() -> dict[str, Any]:
             }),
             "normalize": stage("The normalize stage (raw topics -> normalized topic + DLQ)."),
             "correlate": stage("The correlate stage (normalized topic -> outcome topics)."),
+            "ingest": ingest(),
             "keda": obj({
                 "pollingInterval": integer(1),
                 "cooldownPeriod": integer(0),
