@@ -282,6 +282,10 @@ def schema() -> dict[str, Any]:
                     "pendingFraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                     "stateBudgetFraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                     "notReadyFor": DURATION,
+                    "ingestAuthFailuresPerSecond": {"type": "number", "minimum": 0},
+                    "ingestServerErrorRatio": {"type": "number", "exclusiveMinimum": 0,
+                                               "maximum": 1},
+                    "ingestBrokerUnavailableFor": DURATION,
                 }),
             }),
             "networkPolicy": obj({
