@@ -627,9 +627,8 @@ class Series:
 
 def app_series() -> dict[str, Series]:
     """Every series name the app's registry can expose, with its labels."""
-    from prometheus_client.utils import floatToGoString
-
     from prometheus_client import CollectorRegistry
+    from prometheus_client.utils import floatToGoString
 
     from consumer.ingest.metrics import IngestMetrics
     from consumer.metrics import Metrics
