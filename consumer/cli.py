@@ -143,6 +143,14 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     topic = args.topic or settings.raw_topics[0]
     with _open_input(args.file) as f:
         lines = [ln.rstrip(b"\n") for ln in f.read().splitlines() if ln.strip()]
+    if args.via:
+        from consumer.ingest.push import push_lines
+
+        token = os.environ.get("VMEVENTS_PUSH_TOKEN", "")
+        if not token:
+            raise ConfigError("replay --via needs VMEVENTS_PUSH_TOKEN (a token of the ingest "
+                              "route's VMEVENTS_INGEST_GENERIC_TOKENS)")
+        return push_lines(lines * args.repeat, args.via, token, f"replay -> {args.via}")
     check_reachable(settings)
     if settings.create_topics:
         ensure_topics(settings, {topic: {}})
@@ -226,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("file")
     rep.add_argument("--topic", help="default: the first of VMEVENTS_RAW_TOPICS")
     rep.add_argument("--repeat", type=int, default=1, help="send the file this many times")
+    rep.add_argument("--via", metavar="URL",
+                     help="send each line over HTTP to `vmevents ingest` at URL (its generic "
+                          "route, bearer token from VMEVENTS_PUSH_TOKEN) instead of to Kafka")
     rep.set_defaults(func=cmd_replay)
     ing = sub.add_parser("ingest", help="the HTTP front door vendors push events to (see README)",
                          description=cmd_ingest.__doc__)
