@@ -16,7 +16,10 @@ For each, two runs:
 2. **steady**: an open-loop schedule at ``--rate`` requests/s (default: half the target of 5,000,
    i.e. 2,500/s) for ``--seconds``; latency is from each request's scheduled send time to its 2xx
    (so a stall delays every request behind it and is counted, not hidden), the broker's
-   acknowledgement included (ingest answers 2xx only after it). Printed: p50, p99, max.
+   acknowledgement included (ingest answers 2xx only after it). Printed: p50, p99, max, and
+   the same quantiles from ingest's own latency histogram (request in to answer out, bucket
+   bounds): the client's figures include the load generator's own delays on a busy machine,
+   the server's do not.
 
 The broker is the one ``KAFKA_BOOTSTRAP_SERVERS`` names, else the project's local stack, started
 and stopped here. Numbers only: nothing here asserts a time.
@@ -151,6 +154,8 @@ class Result:
     cpu_s: float
     statuses: dict[int, int]
     latencies: list[float]
+    server_ms: tuple[float, float] | None = None
+    """p50/p99 bucket bounds of ingest's own histogram (request in to answer out)."""
 
     def pct(self, p: float) -> float:
         if not self.latencies:
@@ -218,7 +223,34 @@ async def steady(port: int, pid: int, work: Workload, rate: float, seconds: floa
                   dict(statuses), latencies)
 
 
-def start_ingest(topic: str, cpu: int | None, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+def server_histogram(metrics_port: int, route: str) -> dict[float, float]:
+    """Cumulative bucket counts of ingest's own request-duration histogram for ``route``."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[float, float] = {}
+    prefix = "vmevents_ingest_request_duration_seconds_bucket{"
+    for line in text.splitlines():
+        if line.startswith(prefix) and f'route="{route}"' in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def histogram_quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float:
+    """The bucket bound (ms) under which a fraction ``q`` of the requests between two scrapes
+    were answered: Prometheus' histogram_quantile without the interpolation."""
+    counts = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = counts[-1][1] if counts else 0.0
+    for le, n in counts:
+        if total and n >= q * total:
+            return le * 1000
+    return float("nan")
+
+
+def start_ingest(topic: str, cpu: int | None, log: Path) -> tuple[subprocess.Popen[bytes], int, int]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMEVENTS_")}
     env.update({"VMEVENTS_RAW_TOPICS": topic, "VMEVENTS_INGEST_HOST": "127.0.0.1",
                 "VMEVENTS_INGEST_PORT": "0", "VMEVENTS_METRICS_PORT": "0",
@@ -234,7 +266,9 @@ def start_ingest(topic: str, cpu: int | None, log: Path) -> tuple[subprocess.Pop
     while time.monotonic() < deadline:
         for line in log.read_bytes().splitlines():
             if b"ingest listening" in line:
-                return proc, int(json.loads(line)["ingest"].rsplit(":", 1)[1])
+                event = json.loads(line)
+                return (proc, int(event["ingest"].rsplit(":", 1)[1]),
+                        int(event["metrics"].split(":")[2].split("/")[0]))
         if proc.poll() is not None:
             raise SystemExit(f"ingest exited: {log.read_text()[-2000:]}")
         time.sleep(0.1)
@@ -243,7 +277,7 @@ def start_ingest(topic: str, cpu: int | None, log: Path) -> tuple[subprocess.Pop
 
 def table(results: Sequence[Result]) -> str:
     rows = [("workload", "run", "requests/s", "records/s", "CPU s", "req/CPU-s", "rec/CPU-s",
-             "p50 ms", "p99 ms", "max ms", "non-2xx")]
+             "p50 ms", "p99 ms", "max ms", "server p50/p99 ms", "non-2xx")]
     for r in results:
         bad = sum(n for s, n in r.statuses.items() if not 200 <= s < 300)
         rows.append((r.workload, r.mode, f"{r.requests / r.wall_s:,.0f}",
@@ -251,21 +285,29 @@ def table(results: Sequence[Result]) -> str:
                      f"{r.requests / r.cpu_s:,.0f}" if r.cpu_s else "-",
                      f"{r.records / r.cpu_s:,.0f}" if r.cpu_s else "-",
                      *((f"{r.pct(50):.1f}", f"{r.pct(99):.1f}", f"{r.pct(100):.1f}")
-                       if r.latencies else ("-", "-", "-")), str(bad)))
+                       if r.latencies else ("-", "-", "-")),
+                     f"<={r.server_ms[0]:g} / <={r.server_ms[1]:g}" if r.server_ms else "-",
+                     str(bad)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
 
 
-async def _run(args: argparse.Namespace, port: int, pid: int) -> list[Result]:
+async def _run(args: argparse.Namespace, port: int, pid: int, metrics_port: int) -> list[Result]:
     results = []
     for work in workloads(args.batch):
         if work.name not in args.workloads:
             continue
+        route = "eventbridge" if work.name == "single" else "eventgrid"
         await capacity(port, pid, work, args.connections, min(3.0, args.seconds))  # warm-up
         results.append(await capacity(port, pid, work, args.connections, args.seconds))
         print(table(results[-1:]), file=sys.stderr)
         rate = args.rate if work.name == "single" else args.batch_rate
-        results.append(await steady(port, pid, work, rate, args.seconds, args.steady_connections))
+        before = server_histogram(metrics_port, route)
+        result = await steady(port, pid, work, rate, args.seconds, args.steady_connections)
+        after = server_histogram(metrics_port, route)
+        result.server_ms = (histogram_quantile(0.5, before, after),
+                            histogram_quantile(0.99, before, after))
+        results.append(result)
         print(table(results[-1:]), file=sys.stderr)
     return results
 
@@ -299,9 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         topic = f"bench-ingest-{uuid.uuid4().hex[:8]}"
         ensure_topics(settings, {topic: {}}, partitions=3)
-        proc, port = start_ingest(topic, server_cpu, Path(tmp) / "ingest.log")
+        proc, port, metrics_port = start_ingest(topic, server_cpu, Path(tmp) / "ingest.log")
         try:
-            results = asyncio.run(_run(args, port, proc.pid))
+            results = asyncio.run(_run(args, port, proc.pid, metrics_port))
         finally:
             proc.terminate()
             proc.wait(30)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 from collections.abc import Callable, Iterator, Mapping
@@ -132,6 +133,10 @@ def run_ingest(kafka: Settings, env: Mapping[str, str] | None = None) -> int:
                      routes=sorted(routes), topic=settings.topic)
         await task
 
+    # Everything loaded so far lives as long as the process: out of the collector's way, so a
+    # full collection does not walk it in the middle of requests.
+    gc.collect()
+    gc.freeze()
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(serve())
