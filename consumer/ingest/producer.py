@@ -12,9 +12,10 @@ down) nothing is produced: requests are answered 503 at once, and a metadata pro
 0.5 s brings readiness back once every partition of the topic has a leader. So records are not
 queued during an outage to land after their request was refused.
 
-The producer is polled on the event loop itself (every 1 ms while deliveries are outstanding;
-when idle, from the next write on, or every 50 ms): delivery callbacks resolve their futures
-directly, with no second Python thread contending for the GIL on the hot path. Only the
+The producer is polled on the event loop itself, by a timer callback: every 1 ms while
+deliveries are outstanding, else every 50 ms (a write brings the next poll forward). Delivery
+callbacks resolve their futures directly, with no second Python thread contending for the GIL on
+the hot path. Only the
 blocking metadata probe has a thread.
 """
 
@@ -68,13 +69,15 @@ class RawWriter:
         self._outstanding = 0
         self._stop = threading.Event()
         self._prober = threading.Thread(target=self._probe_loop, name="ingest-probe", daemon=True)
-        self._pump: asyncio.Task[None] | None = None
-        self._wake: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._busy = False
         self.ready = False
 
     def start(self) -> None:
         """Start polling on the running loop, and the readiness probe."""
-        self._pump = asyncio.get_running_loop().create_task(self._poll_loop())
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_later(0, self._tick)
         self._prober.start()
 
     async def write(self, values: Sequence[bytes], headers: Headers, *, key: bytes | None,
@@ -100,8 +103,11 @@ class RawWriter:
                 raise Unavailable("produce_failed", str(err or exc)) from None
             self._outstanding += 1
             futures.append(fut)
-        if self._wake is not None:
-            _resolve(self._wake)
+        if not self._busy and self._timer is not None:
+            # Idle polling is every 50 ms: poll again 1 ms from now for these acks.
+            self._timer.cancel()
+            self._busy = True
+            self._timer = loop.call_later(BUSY_POLL_S, self._tick)
         # librdkafka reports every record within message.timeout.ms, success or not.
         for fut in futures:
             await fut
@@ -120,19 +126,13 @@ class RawWriter:
                 self._set_ready(False, err.str())
         return report
 
-    async def _poll_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        poll = self._producer.poll
-        while not self._stop.is_set():
-            poll(0)
-            if self._outstanding:
-                await asyncio.sleep(BUSY_POLL_S)
-                continue
-            # Idle: sleep until the next write wakes us (or IDLE_POLL_S, for error callbacks).
-            wake = self._wake = loop.create_future()
-            timer = loop.call_later(IDLE_POLL_S, _resolve, wake)
-            await wake
-            timer.cancel()
+    def _tick(self) -> None:
+        """Serve delivery reports, then come back in 1 ms while acks are awaited, else 50 ms."""
+        if self._stop.is_set() or self._loop is None:
+            return
+        self._producer.poll(0)
+        self._busy = self._outstanding > 0
+        self._timer = self._loop.call_later(BUSY_POLL_S if self._busy else IDLE_POLL_S, self._tick)
 
     def _probe_loop(self) -> None:
         while not self._stop.wait(PROBE_INTERVAL_S):
@@ -169,12 +169,10 @@ class RawWriter:
     def close(self, timeout_s: float) -> int:
         """Deliver what is queued (at most ``timeout_s``), stop; returns records left behind."""
         self._stop.set()
+        if self._timer is not None:
+            self._timer.cancel()
         left = int(self._producer.flush(timeout_s))
         if self._prober.is_alive():
             self._prober.join(2.0)
         return left
 
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
