@@ -114,6 +114,9 @@ def run_ingest(kafka: Settings, env: Mapping[str, str] | None = None) -> int:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop",
                             http="httptools", lifespan="off", access_log=False, log_config=None,
                             proxy_headers=False, server_header=False, date_header=False,
+                            # Connections and tasks beyond this get uvicorn's own 503: idle
+                            # keep-alive connections cannot pile up without bound either.
+                            limit_concurrency=settings.max_in_flight + 256,
                             timeout_keep_alive=75, timeout_graceful_shutdown=kafka.shutdown_timeout_s,
                             h11_max_incomplete_event_size=64 * 1024)
     server = _Server(config)

@@ -151,7 +151,9 @@ class RawWriter:
             self._set_ready(True)
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+        # Not _TRANSPORT: a broker closing an idle connection is reported so, and one broker of
+        # several going away is librdkafka's to route around; failed deliveries say the rest.
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
             self._set_ready(False, err.str())
         elif err.fatal():
             log.error("producer fatal error", error=err.str())
