@@ -43,6 +43,8 @@ from consumer.redact import REDACTOR
 log = structlog.get_logger(__name__)
 
 JWKS_TTL_S = 300.0
+LOOP_STALL_S = 60.0
+"""An event loop that has not turned for this long is wedged: /healthz answers 503."""
 
 
 def build_routes(s: IngestSettings, fetch: Fetch = http_get) -> dict[str, Route]:
@@ -91,7 +93,8 @@ def run_ingest(kafka: Settings, env: Mapping[str, str] | None = None) -> int:
     REDACTOR.add(settings.secret_values())
     registry = CollectorRegistry()
     metrics = IngestMetrics(registry)
-    health = Health(stall_seconds=1e9)  # liveness: the HTTP thread answering is enough
+    # Liveness: the event loop turns (the producer's poll timer ticks at least every 50 ms).
+    health = Health(stall_seconds=LOOP_STALL_S)
     health.reason = "broker not acknowledging yet"
 
     def on_ready(ready: bool) -> None:
@@ -105,7 +108,7 @@ def run_ingest(kafka: Settings, env: Mapping[str, str] | None = None) -> int:
         except Exception as exc:  # the broker may be away at start: readiness says so
             log.warning("cannot check the raw topic", topic=settings.topic, error=str(exc))
     writer = RawWriter(kafka, settings.topic, ack_timeout_ms=settings.ack_timeout_ms,
-                       linger_ms=settings.linger_ms, on_ready=on_ready)
+                       linger_ms=settings.linger_ms, on_ready=on_ready, on_tick=health.tick)
     routes = build_routes(settings)
     app = IngestApp(routes, writer, metrics, max_body_bytes=settings.max_body_bytes,
                     max_in_flight=settings.max_in_flight, retry_after_s=settings.retry_after_s,

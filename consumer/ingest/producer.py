@@ -48,6 +48,7 @@ class RawWriter:
 
     def __init__(self, settings: Settings, topic: str, *, ack_timeout_ms: int, linger_ms: int,
                  on_ready: Callable[[bool], None] = lambda ready: None,
+                 on_tick: Callable[[], None] = lambda: None,
                  extra: dict[str, Any] | None = None) -> None:
         conf = producer_conf(settings, None, **{
             "linger.ms": linger_ms,
@@ -66,6 +67,7 @@ class RawWriter:
         self.topic = topic
         self._producer = Producer(conf)
         self._on_ready = on_ready
+        self._on_tick = on_tick
         self._outstanding = 0
         self._stop = threading.Event()
         self._prober = threading.Thread(target=self._probe_loop, name="ingest-probe", daemon=True)
@@ -131,6 +133,7 @@ class RawWriter:
         if self._stop.is_set() or self._loop is None:
             return
         self._producer.poll(0)
+        self._on_tick()  # the loop is turning: liveness
         self._busy = self._outstanding > 0
         self._timer = self._loop.call_later(BUSY_POLL_S if self._busy else IDLE_POLL_S, self._tick)
 

@@ -272,6 +272,7 @@ def test_handshakes_answer_and_write_nothing(kafka_stack: Any, keys: KeyHost,
     assert len(after) == before
     assert ingest.metric("vmevents_ingest_handshakes_total", route="sns",
                          kind="subscription_confirmed") == 1
+    assert ingest.get("/healthz")[0] == 200  # the event loop turns
     text = ingest.log.read_text()
     for secret in (TOKEN, KEY, EB_KEY, PATH_SECRET):
         assert secret not in text
