@@ -8,14 +8,14 @@ STACK_DIR ?= .stack
 STACK := $(PY) deploy/local/stack.py
 PYTEST_ARGS ?=
 
-.PHONY: all venv run test unit integration lint typecheck bench bench-state bench-latency deploy-check stack-up stack-down clean
+.PHONY: all venv run test unit integration lint typecheck bench bench-state bench-latency bench-ingest deploy-check stack-up stack-down clean
 
 all: lint test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,deploy]'
+	$(PY) -m pip install -q -e '.[dev,deploy,ingest]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -51,6 +51,10 @@ bench-state: $(STAMP)
 ## bench-latency: p50/p99 from a raw notification to its outcome and to its open-operations record.
 bench-latency: $(STAMP)
 	$(PY) -m consumer.bench_latency $(BENCH_ARGS)
+
+## bench-ingest: requests/s per CPU-second and p50/p99 to the 2xx of `vmevents ingest` on one core.
+bench-ingest: $(STAMP)
+	$(PY) -m consumer.bench_ingest $(BENCH_ARGS)
 
 deploy-check: $(STAMP)
 	PYTHON=$(PY) bash deploy/check/run.sh

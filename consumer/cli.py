@@ -155,6 +155,14 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     topic = args.topic or settings.raw_topics[0]
     with _open_input(args.file) as f:
         lines = [ln.rstrip(b"\n") for ln in f.read().splitlines() if ln.strip()]
+    if args.via:
+        from consumer.ingest.push import push_lines
+
+        token = os.environ.get("VMEVENTS_PUSH_TOKEN", "")
+        if not token:
+            raise ConfigError("replay --via needs VMEVENTS_PUSH_TOKEN (a token of the ingest "
+                              "route's VMEVENTS_INGEST_GENERIC_TOKENS)")
+        return push_lines(lines * args.repeat, args.via, token, f"replay -> {args.via}")
     check_reachable(settings)
     if settings.create_topics:
         ensure_topics(settings, {topic: {}})
@@ -243,6 +251,13 @@ def cmd_agent(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    """The HTTP front door: vendors push here; what they send is written to the raw topic."""
+    from consumer.ingest.main import run_ingest
+
+    return run_ingest(settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     summary, _, exit_codes = (__doc__ or "").partition("\n\n")
     p = argparse.ArgumentParser(prog="vmevents", description=summary, epilog=exit_codes)
@@ -262,7 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("file")
     rep.add_argument("--topic", help="default: the first of VMEVENTS_RAW_TOPICS")
     rep.add_argument("--repeat", type=int, default=1, help="send the file this many times")
+    rep.add_argument("--via", metavar="URL",
+                     help="send each line over HTTP to `vmevents ingest` at URL (its generic "
+                          "route, bearer token from VMEVENTS_PUSH_TOKEN) instead of to Kafka")
     rep.set_defaults(func=cmd_replay)
+    ing = sub.add_parser("ingest", help="the HTTP front door vendors push events to (see README)",
+                         description=cmd_ingest.__doc__)
+    ing.set_defaults(func=cmd_ingest)
     tl = sub.add_parser("tail", help="print records of our topics as JSON lines (Avro decoded)",
                         description=tail.cmd_tail.__doc__)
     tail.add_arguments(tl)

@@ -522,6 +522,9 @@ def app_contract(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     for dep in (d for d in docs if d.get("kind") == "Deployment"):
         container = dep["spec"]["template"]["spec"]["containers"][0]
         args = list(container.get("args", []))
+        if args == ["ingest"]:
+            problems.extend(_ingest_contract(dep, container, configmaps))
+            continue
         if len(args) != 3 or args[:2] != ["run", "--stage"] or args[2] not in STAGES:
             problems.append(f"{_name(dep)}: args {args} are not `run --stage <{'|'.join(STAGES)}>`")
         env = _container_env(container, configmaps)
@@ -532,6 +535,31 @@ def app_contract(docs: Sequence[Mapping[str, Any]]) -> list[str]:
                                        max_pending=settings.correlate_max_pending)
         except ConfigError as exc:
             problems.append(f"{_name(dep)}: the app rejects the rendered settings: {exc}")
+    return problems
+
+
+def _ingest_contract(dep: Mapping[str, Any], container: Mapping[str, Any],
+                     configmaps: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """`vmevents ingest`'s rendered settings pass its own parser (routes from the Secret are not
+    seen here: the inline settings must turn one route on), and its port is the container's."""
+    from consumer.config import load_settings
+    from consumer.errors import ConfigError
+    from consumer.ingest.config import load_ingest_settings
+
+    env = _container_env(container, configmaps)
+    env["VMEVENTS_SCHEMA_DIR"] = str(REPO / "avro")
+    problems = []
+    try:
+        settings = load_ingest_settings(env, load_settings(env))
+    except ConfigError as exc:
+        return [f"{_name(dep)}: the app rejects the rendered ingest settings: {exc}"]
+    ports = {p.get("name"): p.get("containerPort") for p in container.get("ports", [])}
+    if ports.get("ingest") != settings.port:
+        problems.append(f"{_name(dep)}: container port 'ingest' ({ports.get('ingest')}) is not "
+                        f"VMEVENTS_INGEST_PORT ({settings.port})")
+    if settings.topic not in (env.get("VMEVENTS_RAW_TOPICS") or "vm.events.raw").split(","):
+        problems.append(f"{_name(dep)}: ingest writes {settings.topic}, which the normalize stage "
+                        "does not read")
     return problems
 
 
@@ -599,12 +627,15 @@ class Series:
 
 def app_series() -> dict[str, Series]:
     """Every series name the app's registry can expose, with its labels."""
+    from prometheus_client import CollectorRegistry
     from prometheus_client.utils import floatToGoString
 
+    from consumer.ingest.metrics import IngestMetrics
     from consumer.metrics import Metrics
 
     out: dict[str, Series] = {}
-    for metric in vars(Metrics()).values():
+    metrics = [*vars(Metrics()).values(), *vars(IngestMetrics(CollectorRegistry())).values()]
+    for metric in metrics:
         name, kind = getattr(metric, "_name", None), getattr(metric, "_type", None)
         if not name or not kind:
             continue

@@ -82,6 +82,36 @@ def stage(description: str) -> dict[str, Any]:
     }, ["enabled", "replicaCount", "resources", "autoscaling"], description=description)
 
 
+def ingest() -> dict[str, Any]:
+    """`vmevents ingest`: its own Deployment, Service, Ingress, PDB and HPA."""
+    return obj({
+        "enabled": {"type": "boolean"},
+        "replicaCount": integer(0),
+        "port": integer(1, 65535),
+        "config": {"type": "object", "propertyNames": {"pattern": r"^[A-Z][A-Z0-9_]*$"},
+                   "additionalProperties": {"type": ["string", "number", "boolean"]},
+                   "description": "VMEVENTS_INGEST_<NAME> settings, non-secret"},
+        "existingSecret": {"type": "string"},
+        "resources": RESOURCES,
+        "autoscaling": obj({
+            "enabled": {"type": "boolean"},
+            "minReplicas": integer(1),
+            "maxReplicas": integer(1),
+            "targetCPUUtilizationPercentage": integer(1, 100),
+        }, ["enabled", "minReplicas", "maxReplicas"]),
+        "pdb": obj({"enabled": {"type": "boolean"},
+                    "maxUnavailable": {"type": ["integer", "string"]}}),
+        "service": obj({"type": enum("ClusterIP", "NodePort", "LoadBalancer"),
+                        "port": integer(1, 65535), "annotations": STR_MAP}),
+        "ingress": obj({"enabled": {"type": "boolean"}, "className": {"type": "string"},
+                        "host": {"type": "string", "minLength": 1},
+                        "tlsSecretName": {"type": "string"}, "annotations": STR_MAP}),
+        "networkPolicyFrom": {"type": "array", "items": ANY_OBJECT},
+        "extraEnv": ENV_MAP,
+    }, ["enabled", "port", "resources", "autoscaling"],
+        description="The HTTP front door vendors push to (vmevents ingest).")
+
+
 def probe() -> dict[str, Any]:
     return obj({
         "httpGet": obj({"path": {"type": "string"}, "port": {"type": ["string", "integer"]}},
@@ -217,6 +247,7 @@ def schema() -> dict[str, Any]:
                 "resources": RESOURCES,
                 "extraEnv": ENV_MAP,
             }, ["enabled"], description="The per-node Azure Scheduled Events forwarder."),
+            "ingest": ingest(),
             "keda": obj({
                 "pollingInterval": integer(1),
                 "cooldownPeriod": integer(0),
@@ -265,6 +296,10 @@ def schema() -> dict[str, Any]:
                     "pendingFraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                     "stateBudgetFraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                     "notReadyFor": DURATION,
+                    "ingestAuthFailuresPerSecond": {"type": "number", "minimum": 0},
+                    "ingestServerErrorRatio": {"type": "number", "exclusiveMinimum": 0,
+                                               "maximum": 1},
+                    "ingestBrokerUnavailableFor": DURATION,
                 }),
             }),
             "networkPolicy": obj({

@@ -285,6 +285,36 @@ def build() -> dict[str, Any]:
                      (f"sum by (operation, phase) (vmevents_open_operations{{{NS}}})",
                       "{{operation}} {{phase}}"), stack=True), 12, 8)
 
+    g.row("Ingest (HTTP front door)")
+    g.add(timeseries("Requests by route and status", "Pushes answered by `vmevents ingest`, by "
+                     "route and HTTP status: 2xx only after the broker acknowledged the record; "
+                     "503 while it cannot (vendors redeliver); 401/403 refused, nothing written.",
+                     "reqps",
+                     (f"sum by (route, status) (rate(vmevents_ingest_requests_total{{{NS}}}[{RI}]))",
+                      "{{route}} {{status}}"), stack=True), 12, 8)
+    g.add(timeseries("Request latency to the answer", "From the request to its answer, the "
+                     "broker's acknowledgement included, by route.", "s",
+                     *quantiles("vmevents_ingest_request_duration_seconds", "route", NS, RI)),
+          12, 8)
+    g.add(timeseries("Auth failures by route and reason", "Requests refused 401/403 (alert "
+                     "VmeventsIngestAuthFailures): forged signatures, wrong audiences, expired "
+                     "tokens, topics or accounts not on the allow-list.", "reqps",
+                     (f"sum by (route, reason) "
+                      f"(rate(vmevents_ingest_auth_failures_total{{{NS}}}[{RI}]))",
+                      "{{route}} {{reason}}"), stack=True), 8, 8)
+    g.add(timeseries("Produce errors and broker", "Requests answered 503 because the broker did "
+                     "not acknowledge, by reason; and the pods that see the broker available "
+                     "(alert VmeventsIngestBrokerUnavailable).", "short",
+                     (f"sum by (reason) (rate(vmevents_ingest_produce_errors_total{{{NS}}}[{RI}]))",
+                      "503 {{reason}}/s"),
+                     (f"sum(vmevents_ingest_broker_available{{{NS}}})", "pods with the broker")),
+          8, 8)
+    g.add(timeseries("Bytes, records and in flight", "Body bytes received and records written per "
+                     "second, and requests being handled now (bounded by MAX_IN_FLIGHT).", "short",
+                     (f"sum(rate(vmevents_ingest_request_bytes_total{{{NS}}}[{RI}]))", "bytes/s"),
+                     (f"sum(rate(vmevents_ingest_records_total{{{NS}}}[{RI}]))", "records/s"),
+                     (f"sum(vmevents_ingest_in_flight{{{NS}}})", "in flight")), 8, 8)
+
     def query_var(name: str, label: str, query: str, multi: bool = True) -> dict[str, Any]:
         return {"name": name, "label": label, "type": "query", "datasource": DS,
                 "query": {"query": query, "refId": f"{name}-var"}, "definition": query,

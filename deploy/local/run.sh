@@ -21,6 +21,7 @@ if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
   # stderr if that still exists; stack.py ignores a broken one, and `|| true` keeps a failure to
   # stop from masking why we exit.
   stop_stack() { "$PY" deploy/local/stack.py down --state-dir "$STATE" || true; }
+  STOP_STACK=stop_stack
   trap stop_stack EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
@@ -38,18 +39,48 @@ if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
   set +a
 fi
 
-"$VMEVENTS" replay deploy/local/samples/seed-events.jsonl
-"$VMEVENTS" replay deploy/local/samples/synthetic-events.jsonl
-"$VMEVENTS" replay deploy/local/samples/aws-gcp-events.jsonl
-"$VMEVENTS" replay deploy/local/samples/azure-tencent-huawei-events.jsonl
+# The front door: `vmevents ingest` on loopback with a token made for this run, and the samples
+# sent through it over HTTP (its generic route), so the whole path runs: HTTP, authentication,
+# the broker's ack, then the stages. Stopped with everything else on the way out.
+INGEST_PORT=${VMEVENTS_INGEST_PORT:-$((PORT - 80))}
+INGEST_METRICS_PORT=$((PORT + 2))
+VMEVENTS_PUSH_TOKEN="make-run-$("$PY" -c 'import secrets; print(secrets.token_hex(16))')"
+export VMEVENTS_PUSH_TOKEN
+stop_ingest() {
+  if [ -n "${INGEST_PID:-}" ] && kill -0 "$INGEST_PID" 2>/dev/null; then
+    kill -TERM "$INGEST_PID" 2>/dev/null || true
+    wait "$INGEST_PID" 2>/dev/null || true
+  fi
+}
+trap 'stop_ingest; ${STOP_STACK:-true}' EXIT
+VMEVENTS_INGEST_HOST=127.0.0.1 VMEVENTS_INGEST_PORT="$INGEST_PORT" \
+  VMEVENTS_METRICS_PORT="$INGEST_METRICS_PORT" \
+  VMEVENTS_INGEST_GENERIC_TOKENS="make-run=$VMEVENTS_PUSH_TOKEN" "$VMEVENTS" ingest &
+INGEST_PID=$!
+for _ in $(seq 1 300); do
+  if "$PY" -c "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:$INGEST_METRICS_PORT/readyz', timeout=1).status != 200)" 2>/dev/null; then
+    break
+  fi
+  kill -0 "$INGEST_PID" 2>/dev/null || { echo "run: vmevents ingest did not start" >&2; exit 1; }
+  sleep 0.2
+done
+INGEST_URL="http://127.0.0.1:$INGEST_PORT/generic"
+"$VMEVENTS" replay deploy/local/samples/seed-events.jsonl --via "$INGEST_URL"
+"$VMEVENTS" replay deploy/local/samples/synthetic-events.jsonl --via "$INGEST_URL"
+"$VMEVENTS" replay deploy/local/samples/aws-gcp-events.jsonl --via "$INGEST_URL"
+"$VMEVENTS" replay deploy/local/samples/azure-tencent-huawei-events.jsonl --via "$INGEST_URL"
 
 cat <<MSG
 
-vmevents is running: normalize and correlate stages on ${KAFKA_BOOTSTRAP_SERVERS}
+vmevents is running: ingest, normalize and correlate on ${KAFKA_BOOTSTRAP_SERVERS}
+  ingest    ${INGEST_URL}   (the samples came in here over HTTP)
+            curl -H "Authorization: Bearer \$VMEVENTS_PUSH_TOKEN" -d @event.json ${INGEST_URL}
+            (VMEVENTS_PUSH_TOKEN=${VMEVENTS_PUSH_TOKEN})
   metrics   http://127.0.0.1:${PORT}/metrics   (normalize)
             http://127.0.0.1:$((PORT + 1))/metrics   (correlate)
+            http://127.0.0.1:${INGEST_METRICS_PORT}/metrics   (ingest)
   probes    /healthz  /readyz on the same ports
-  topics    vm.events.raw -> vm.events.normalized (+ vm.events.dlq) -> failure.reboot.completed, ...
+  topics    HTTP -> vm.events.raw -> vm.events.normalized (+ vm.events.dlq) -> failure.reboot.completed, ...
 Ctrl-C stops the stages and the local stack.
 
 MSG

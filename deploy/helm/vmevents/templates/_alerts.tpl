@@ -13,6 +13,7 @@ checked in as deploy/prometheus/vmevents-alerts.yaml for Prometheus without the 
 {{- $t := .Values.prometheusRule.thresholds -}}
 {{- $full := include "vmevents.fullname" . -}}
 {{- $sel := printf "job=~\"%s-(normalize|correlate)\"" $full -}}
+{{- $isel := printf "job=\"%s-ingest\"" $full -}}
 {{- $runbook := .Values.prometheusRule.runbookUrl -}}
 {{- $extra := .Values.prometheusRule.alertLabels -}}
 {{- $pendingLimit := mulf (float64 $t.pendingFraction) (float64 .Values.config.correlateMaxPending) | floor | int64 -}}
@@ -230,4 +231,42 @@ groups:
           {{- end }}
       {{- end }}
       {{- end }}
+  - name: vmevents.ingest
+    rules:
+      - alert: VmeventsIngestAuthFailures
+        expr: sum by (namespace, route, reason) (rate(vmevents_ingest_auth_failures_total{ {{- $isel -}} }[5m])) > {{ $t.ingestAuthFailuresPerSecond }}
+        for: 10m
+        labels:
+          severity: warning
+          {{- with $extra }}{{ toYaml . | nindent 10 }}{{ end }}
+        annotations:
+          summary: {{`'vmevents ingest refuses pushes on {{ $labels.route }} ({{ $labels.reason }})'`}}
+          description: {{`'{{ $value | humanize }} requests/s on the {{ $labels.route }} route were refused 401/403 for {{ $labels.reason }} over 10 minutes (namespace {{ $labels.namespace }}): a credential rotated on one side only, a subscription of a topic or account not on the allow-list, or someone forging pushes. Nothing refused was written; a vendor drops what is answered 4xx.'`}}
+          {{- if $runbook }}
+          runbook_url: {{ printf "%s#vmeventsingestauthfailures" $runbook | quote }}
+          {{- end }}
+      - alert: VmeventsIngestServerErrors
+        expr: (sum by (namespace, route) (rate(vmevents_ingest_requests_total{ {{- $isel -}} ,status=~"5.."}[5m])) / sum by (namespace, route) (rate(vmevents_ingest_requests_total{ {{- $isel -}} }[5m]))) > {{ $t.ingestServerErrorRatio }}
+        for: 10m
+        labels:
+          severity: warning
+          {{- with $extra }}{{ toYaml . | nindent 10 }}{{ end }}
+        annotations:
+          summary: {{`'vmevents ingest answers {{ $labels.route }} pushes with 5xx'`}}
+          description: {{`'{{ $value | humanizePercentage }} of the {{ $labels.route }} route''s requests were answered 5xx over 10 minutes (namespace {{ $labels.namespace }}): the broker is slow or away (503, vendors redeliver), or ingest is overloaded (503 over its in-flight limit). Events wait at the vendor until this ends.'`}}
+          {{- if $runbook }}
+          runbook_url: {{ printf "%s#vmeventsingestservererrors" $runbook | quote }}
+          {{- end }}
+      - alert: VmeventsIngestBrokerUnavailable
+        expr: min by (namespace, pod) (vmevents_ingest_broker_available{ {{- $isel -}} }) == 0
+        for: {{ $t.ingestBrokerUnavailableFor }}
+        labels:
+          severity: critical
+          {{- with $extra }}{{ toYaml . | nindent 10 }}{{ end }}
+        annotations:
+          summary: {{`'vmevents ingest {{ $labels.pod }} cannot write to Kafka'`}}
+          description: {{`'The broker has not acknowledged records from {{ $labels.pod }} (namespace {{ $labels.namespace }}): every push is answered 503 and the vendors are redelivering. Check the brokers and the pod''s Kafka credentials.'`}}
+          {{- if $runbook }}
+          runbook_url: {{ printf "%s#vmeventsingestbrokerunavailable" $runbook | quote }}
+          {{- end }}
 {{- end -}}
