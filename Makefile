@@ -37,6 +37,7 @@ integration: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check consumer tests deploy
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 typecheck: lint
 

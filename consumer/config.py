@@ -23,8 +23,8 @@ from typing import Literal, TypeVar
 from urllib.parse import unquote
 
 from consumer.errors import ConfigError
+from consumer.memory import CGROUP_ROOT, UNLIMITED_FROM, MemoryLimit, cgroup_memory_limit
 from consumer.redact import SECRET_NAME, redact, url_without_credentials
-from consumer.runtime.memory import CGROUP_ROOT, UNLIMITED_FROM, MemoryLimit, cgroup_memory_limit
 
 T = TypeVar("T")
 

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from consumer.config import MIN_STATE_BUDGET_BYTES, StateBudget, load_settings, parse_bytes
 from consumer.correlator import Correlator, CorrelatorConfig
 from consumer.errors import ConfigError
+from consumer.memory import MemoryLimit, cgroup_memory_limit
 from consumer.metrics import Metrics
 from consumer.runtime.correlate_stage import CorrelateProcessor, partition_budget
-from consumer.runtime.memory import MemoryLimit, cgroup_memory_limit
 from consumer.serde import Decoder, load_schemas, single_object_encoder
 
 GI = 1 << 30
