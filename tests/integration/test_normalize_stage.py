@@ -237,7 +237,8 @@ def test_registry_framed_records_decode_with_confluents_avro_deserializer(kafka_
                   lambda: committed_total(bootstrap, settings.normalize_group, raw) >= len(values))
     records = read_all(bootstrap, [out], expected=len(values))
     assert len(records) == len(values)
-    deserialize = AvroDeserializer(SchemaRegistryClient({"url": kafka_stack.registry_url}))
+    deserialize = AvroDeserializer(SchemaRegistryClient({"url": kafka_stack.registry_url,
+                                                         "timeout": 10}))
     decoded = [deserialize(m.value(), SerializationContext(out, MessageField.VALUE)) for m in records]
     assert all(m.value()[:1] == b"\x00" for m in records)
     by_offset = {d["source"]["offset"]: d for d in decoded}

@@ -99,7 +99,8 @@ SCHEMA = {
 def test_registry_round_trip(kafka_stack: KafkaStack) -> None:
     """Register, fetch back, and frame a record the way Confluent's serializers do."""
     assert kafka_stack.registry_url is not None
-    with SchemaRegistryClient({"url": kafka_stack.registry_url}) as client:
+    # A request timeout, as the stages set one: the client waits forever on a silent registry.
+    with SchemaRegistryClient({"url": kafka_stack.registry_url, "timeout": 10}) as client:
         subject = f"{kafka_stack.unique_name('probe')}-value"
 
         schema_id = client.register_schema(subject, Schema(json.dumps(SCHEMA), "AVRO"))
