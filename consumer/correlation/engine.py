@@ -112,7 +112,6 @@ Clock = Callable[[], int]
 
 AZURE: Final = "azure"
 
-_OPENERS = OPENERS
 _STARTED = OpState.STARTED
 
 LateKey = tuple[str, str, bool]
@@ -201,15 +200,17 @@ class Correlator:
             # An Azure Scheduled Events document ends the events missing from it: their ends
             # are notifications like any other (the Event Grid path sends them explicitly).
             for end in self._absence.observe(event):
-                self._take(end, now, out)
+                self._admit(end, now, out)
             if event["vendor_event_code"] == DOCUMENT_CODE:
                 self._keep_budget(out)
                 return out  # a document naming no event of its VM: nothing else to decide
-        self._take(event, now, out)
+        self._admit(event, now, out)
         self._keep_budget(out)
         return out
 
-    def _take(self, event: InstanceEvent, now: int, out: list[Outcome]) -> None:
+    def _admit(self, event: InstanceEvent, now: int, out: list[Outcome]) -> None:
+        """Decide when ``event`` is applied: now (late, with an id, or its key consistent), or
+        after the upstream frontier or the watermark passes it."""
         st = self._store
         t, rank, at_once = place(event)
         st.clock.see(t, now)
@@ -307,7 +308,7 @@ class Correlator:
         cur = event["current_state"]
         if key.endswith("|"):  # an instance's lifecycle: the operations of every state
             names: tuple[str, ...] = LIFECYCLE_OPS
-            opening = _OPENERS.get(cur.lower()) if cur is not None else None
+            opening = OPENERS.get(cur.lower()) if cur is not None else None
         else:
             names = ("",)
             opening = "" if rank == RANK_START else None
@@ -349,7 +350,7 @@ class Correlator:
         out: list[Outcome] = []
         st = self._store
         for end in self._absence.flush():
-            self._take(end, self._rules.wall, out)
+            self._admit(end, self._rules.wall, out)
         for source, (newest, _) in list(st.clock.sources.items()):
             st.clock.progress(source, newest, True)
         self._release_waiting(out, limit=1 << 62)

@@ -31,7 +31,6 @@ from consumer.correlation.transitions import (
 )
 from consumer.model import InstanceEvent
 
-_PHASE_INPUT, _OPENERS, _SHARED_KEYS = PHASE_INPUT, OPENERS, SHARED_KEYS
 _SINGLE_STATES = dict(SINGLE_STATES)  # a plain dict: a mappingproxy's get is a slower call
 
 
@@ -102,13 +101,13 @@ class Rules:
             self._lifecycle(event, now, out)
             return
         phase = event["phase"]
-        role = _PHASE_INPUT.get(phase) if phase is not None else None
+        role = PHASE_INPUT.get(phase) if phase is not None else None
         if role is None:
             self._single(event, now, out, event["operation"], None)
             return
         inp, end_kind = role
         code = event["vendor_event_code"]
-        shared = _SHARED_KEYS.get(code)  # two vendor codes telling one operation
+        shared = SHARED_KEYS.get(code)  # two vendor codes telling one operation
         eid = event["vendor_event_id"] if shared is None else None
         if eid is None:
             key = f"{event['vendor']}|{event['instance_id']}|{shared or code}"
@@ -308,7 +307,7 @@ class Rules:
         when = event["event_time"]
         base = f"{event['vendor']}|{event['instance_id']}|{event['vendor_event_code']}|"
         if prev is not None:
-            closing = _OPENERS.get(prev.lower())
+            closing = OPENERS.get(prev.lower())
         else:  # the vendor names only the new state: the previous one is what we hold open
             if self._lifecycle_straggler(base, when, now):
                 return
@@ -319,7 +318,7 @@ class Rules:
             self._step(Step(base + closing, False, _END, when, kind, name, prev, cur),
                        event, now, out)
             handled = True
-        opening = _OPENERS.get(cur_l)
+        opening = OPENERS.get(cur_l)
         if opening is not None:
             self._step(Step(base + opening, False, _START, when, None, opening, cur),
                        event, now, out)

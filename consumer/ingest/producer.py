@@ -52,11 +52,9 @@ class RawWriter:
                  extra: dict[str, Any] | None = None) -> None:
         conf = producer_conf(settings, None, **{
             "linger.ms": linger_ms,
-            "batch.size": 1_000_000,
             "delivery.report.only.error": False,
             "message.timeout.ms": ack_timeout_ms,
             "request.timeout.ms": max(1000, min(ack_timeout_ms, 30_000)),
-            "compression.type": "lz4",
             "queue.buffering.max.messages": 200_000,
             "socket.connection.setup.timeout.ms": 3000,
             "reconnect.backoff.max.ms": 1000,

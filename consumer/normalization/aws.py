@@ -29,8 +29,6 @@ from __future__ import annotations
 
 from typing import Final
 
-import orjson
-
 from consumer.errors import InvalidEvent, OutOfScope, UnknownVendor
 from consumer.model import InstanceEvent, Phase
 from consumer.normalization.fields import (
@@ -38,6 +36,7 @@ from consumer.normalization.fields import (
     TimeParse,
     attr_value,
     build,
+    embedded_json,
     extras_copier,
     required_object,
     required_text,
@@ -73,11 +72,7 @@ def adapt_eventbridge(obj: JsonObject, parse_time: TimeParse,
 def adapt_sns(obj: JsonObject, parse_time: TimeParse,
               received_ms: int | None = None) -> list[InstanceEvent]:
     """An SNS notification whose ``Message`` is an EventBridge event, as a JSON string."""
-    message = required_text(obj.get("Message"), "Message", "aws: SNS ")
-    try:
-        inner = orjson.loads(message)
-    except orjson.JSONDecodeError:
-        raise UnknownVendor("aws: an SNS notification whose Message is not JSON") from None
+    inner = embedded_json(obj, "Message", "aws", "SNS")
     if type(inner) is not dict or type(inner.get("source")) is not str or \
             not inner["source"].startswith("aws.") or "detail-type" not in inner:
         raise UnknownVendor("aws: an SNS notification whose Message is not an EventBridge event")

@@ -25,7 +25,7 @@ from typing import Final, NoReturn, TypeAlias
 
 import orjson
 
-from consumer.errors import InvalidEvent, InvalidTime, RejectedEvent
+from consumer.errors import InvalidEvent, InvalidTime, RejectedEvent, UnknownVendor
 from consumer.model import InstanceEvent, Vendor
 from consumer.normalization.operations import OPERATIONS, STATUS_PHASES, mechanical_operation, phase_of
 from consumer.normalization.timeparse import TimeFormatError, TimeRangeError
@@ -168,6 +168,16 @@ def extras_copier(mapped: Set[str]) -> ExtrasCopier:
                 into[key] = _encode(value)
 
     return copy
+
+
+def embedded_json(obj: JsonObject, key: str, vendor: str, envelope: str) -> object:
+    """The document a notification envelope carries as a JSON string (SNS ``Message``, SMN
+    ``message``). Not JSON: UnknownVendor, the envelope alone says nothing of an instance."""
+    message = required_text(obj.get(key), key, f"{vendor}: {envelope} ")
+    try:
+        return orjson.loads(message)
+    except orjson.JSONDecodeError:
+        raise UnknownVendor(f"{vendor}: an {envelope} notification whose {key} is not JSON") from None
 
 
 def text(value: object, key: str, where: str) -> str | None:

@@ -29,6 +29,7 @@ from consumer.normalization.fields import (
     TimeParse,
     attr_value,
     build,
+    embedded_json,
     epoch_or_time,
     required_object,
     required_text,
@@ -73,11 +74,7 @@ def adapt_ces(obj: JsonObject, parse_time: TimeParse,
 def adapt_smn(obj: JsonObject, parse_time: TimeParse,
               received_ms: int | None = None) -> list[InstanceEvent]:
     """An SMN HTTP(S) notification whose ``message`` is a Cloud Eye event as a JSON string."""
-    message = required_text(obj.get("message"), "message", "huawei: SMN ")
-    try:
-        inner = orjson.loads(message)
-    except orjson.JSONDecodeError:
-        raise UnknownVendor("huawei: an SMN notification whose message is not JSON") from None
+    inner = embedded_json(obj, "message", "huawei", "SMN")
     if type(inner) is not dict or inner.get("event_source") != SOURCE:
         raise UnknownVendor("huawei: an SMN notification whose message is not a SYS.ECS event")
     attributes = {f"smn.{key}": kept for key in ("message_id", "topic_urn", "timestamp", "subject")

@@ -318,9 +318,9 @@ class CorrelateProcessor:
         open_topic, encode_open = self.open_topic, self.open_encoder
         now = self.clock()
         opened_any = False
+        view = encode_open is not None and bool(open_topic)
         for p in partitions:
             correlator = self.correlators[p]
-            view = encode_open is not None and bool(open_topic)
             changes = correlator.drain_changes(now if view else None)
             for key, value in changes:
                 emit(topic, key.encode(), value, None, p)

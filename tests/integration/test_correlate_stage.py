@@ -92,6 +92,12 @@ def test_every_operation_exactly_once_through_kills_and_rebalances(kafka_stack: 
         target = int(len(values) * 0.75)
         wait_for(lambda: committed_total(bootstrap, group, normalized) >= target, 180, "75%", correlate)
         assert second is not None
+        # Running, its signals handled (a fast run reaches 75% before a loaded machine has
+        # started it: SIGTERM then found the interpreter still importing).
+        txn_b = env_b["VMEVENTS_TRANSACTIONAL_ID"]
+        wait_for(lambda: any('"stage started"' in line and txn_b in line
+                             for line in log.read_text().splitlines()), 120,
+                 "the second correlate process started", second)
         second.send_signal(signal.SIGTERM)  # leaves gracefully: another rebalance
         assert second.wait(60) == 0
         decoder = Decoder(load_schemas(load_settings({}).schema_dir))

@@ -83,13 +83,19 @@ class ReorderBuffer:
         return value
 
     def _compact(self) -> None:
-        self._order.compact(len(self.entries), lambda: self._times(False))
-        self._waiting.compact(len(self.entries), lambda: self._times(True))
+        self._order.compact(len(self.entries), self._ordered_times)
+        self._waiting.compact(len(self.entries), self._waiting_times)
 
     def _released_at(self, bid: str) -> int | None:
         """Release time of a buffered notification. Within one time the id orders by rank
         (one digit) then digest, the release order."""
         return _bid_time(bid) if bid in self.entries else None
+
+    def _ordered_times(self) -> Iterator[tuple[str, int]]:
+        return self._times(False)
+
+    def _waiting_times(self) -> Iterator[tuple[str, int]]:
+        return self._times(True)
 
     def _times(self, waiting: bool) -> Iterator[tuple[str, int]]:
         for bid in self.entries:

@@ -53,6 +53,7 @@ PENDING_FORMAT: Final = 3
 """Format of an open operation's changelog value: the first byte of :func:`encode_pending`."""
 CURRENT_PENDING: Final = bytes((PENDING_FORMAT,))
 _FORMAT2: Final = 2
+_V2: Final = bytes((_FORMAT2,))
 _BINARY_FORMATS: Final = frozenset((_FORMAT2, PENDING_FORMAT))
 
 OPERATION_NAMES: Final = (
@@ -234,8 +235,6 @@ def pending_tally(key: str, value: bytes) -> Tally:
             tail[9] if announced else None)
 
 
-_V2: Final = bytes((_FORMAT2,))
-
 
 def pending_deadline(value: bytes) -> int:
     """The deadline of an encoded open operation, read without decoding the rest."""
@@ -257,16 +256,9 @@ def check_pending(key: str, value: bytes) -> bytes:
 
 
 def encode_marker(marker: DoneMarker) -> bytes:
-    d: dict[str, Any] = {"v": FORMAT_VERSION, "first": marker.first, "last": marker.last,
-                         "open_end": marker.open_end, "by_id": marker.by_id,
-                         "expires": marker.expires}
-    if marker.open_end:  # only an operation without its end needs what its late end completes
-        d["start"], d["notice"], d["from_state"] = marker.start, marker.notice, marker.from_state
-    if marker.older:
-        d["older"] = marker.older
-    if marker.ends:
-        d["ends"] = marker.ends
-    return orjson.dumps(d)
+    """The marker's plain view (:meth:`DoneMarker.as_dict`: only an operation that ended without
+    its end keeps what its late end completes) with the format version."""
+    return orjson.dumps({"v": FORMAT_VERSION, **marker.as_dict()})
 
 
 def decode_marker(value: bytes) -> DoneMarker:
